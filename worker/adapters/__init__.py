@@ -1,0 +1,1 @@
+"""Thin adapters at the edge: Redis state, Kafka in/out, local services."""
