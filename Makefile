@@ -1,0 +1,35 @@
+# The two commands (see README): `make demo` and `make test`. Both create .venv and install what they need.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test faults soak bench evaluate schemas
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ required"'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install -q --disable-pip-version-check -e ".[local,test,bench]"
+	@touch $(STAMP)
+
+demo: $(STAMP)  ## stream the sample articles through real workers and print the stories
+	$(VENV)/bin/story-worker demo
+
+test: $(STAMP)  ## every test: unit, integration (real broker + Redis), bounded fault suite
+	$(VENV)/bin/pytest -q
+
+faults: $(STAMP)  ## only the fault suite (bounded)
+	$(VENV)/bin/pytest -q -m faults
+
+soak: $(STAMP)  ## the fault suite at soak sizes
+	SOAK=1 $(VENV)/bin/pytest -q -m faults
+
+bench: $(STAMP)  ## throughput and memory figures
+	$(PY) bench/bench_pipeline.py && $(PY) bench/bench_dedup.py && $(PY) bench/bench_cluster.py
+
+evaluate: $(STAMP)  ## quality figures on ../shared/data
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) ../shared/tools/evaluate.py
+
+schemas: $(STAMP)
+	$(VENV)/bin/story-worker schemas --write

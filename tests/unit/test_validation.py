@@ -1,0 +1,41 @@
+import json
+
+import pytest
+
+from worker.errors import InvalidMessage
+from worker.validation import parse_article
+
+GOOD = {"url": "https://example.org/a", "title": "T", "source": "s", "published_at": "2026-05-14"}
+
+
+def parse(value: bytes):
+    return parse_article(value, max_bytes=10_000, max_text_chars=1_000)
+
+
+def test_valid_article_with_bare_date_and_unknown_fields():
+    article = parse(json.dumps({**GOOD, "lang": "en", "text": "", "extra": {"x": 1}}).encode())
+    assert article.published_at.isoformat() == "2026-05-14T00:00:00+00:00"
+    assert article.text is None and article.lang == "en" and article.id is None
+
+
+@pytest.mark.parametrize("value, error_class", [
+    (b"\xff\xfe\x00", "not_utf8"),
+    (b"{not json", "not_json"),
+    (b"[1, 2]", "invalid"),
+    (json.dumps({**GOOD, "title": 5}).encode(), "invalid"),
+    (json.dumps({k: v for k, v in GOOD.items() if k != "url"}).encode(), "invalid"),
+    (json.dumps({**GOOD, "published_at": "yesterday"}).encode(), "invalid"),
+    (b"x" * 10_001, "oversize"),
+    (json.dumps({**GOOD, "text": "y" * 1_001}).encode(), "oversize"),
+    (b"[" * 5000 + b"]" * 5000, "invalid"),
+    (None, "invalid"),
+])
+def test_invalid_messages_are_classified(value, error_class):
+    with pytest.raises(InvalidMessage) as info:
+        parse(value)
+    assert info.value.error_class == error_class and info.value.reason
+
+
+def test_reason_names_the_field():
+    with pytest.raises(InvalidMessage, match="published_at"):
+        parse(json.dumps({**GOOD, "published_at": "not a date"}).encode())

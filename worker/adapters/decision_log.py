@@ -1,0 +1,54 @@
+"""Per-article decision records in Redis: what makes a redelivered message give the same answer.
+
+Key `sw:<namespace>:dec:<article id>` holds the article's decision and the story events it caused, as JSON,
+plus whether those events were acknowledged by the broker. Single-key operations only (Redis Cluster safe).
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+import redis
+
+
+class DecisionLog:
+    """Read and write decision records, one pipelined round trip per batch."""
+
+    def __init__(self, client: redis.Redis, namespace: str, ttl_seconds: int | None):
+        self._r = client
+        self._prefix = f"sw:{namespace}:dec:"
+        self._ttl = ttl_seconds
+
+    def _key(self, article_id: str) -> str:
+        return self._prefix + article_id
+
+    def load(self, article_ids: Sequence[str]) -> dict[str, dict]:
+        """Records of the given articles that exist."""
+        if not article_ids:
+            return {}
+        raw = self._r.mget([self._key(a) for a in article_ids])
+        return {a: json.loads(v) for a, v in zip(article_ids, raw) if v is not None}
+
+    def save(self, records: dict[str, dict]) -> None:
+        """Write records (decision + events, published=False) for newly decided articles."""
+        if not records:
+            return
+        pipe = self._r.pipeline(transaction=False)
+        for article_id, record in records.items():
+            pipe.set(self._key(article_id), json.dumps(record, separators=(",", ":")), ex=self._ttl)
+        pipe.execute()
+
+    def mark_published(self, records: dict[str, dict]) -> None:
+        """After the broker acknowledged their events: a later redelivery then emits nothing."""
+        self.save({a: {**r, "published": True} for a, r in records.items()})
+
+    def drop(self) -> None:
+        """Delete every record of the namespace (batch mode cleans up after itself)."""
+        batch: list[str] = []
+        for key in self._r.scan_iter(match=self._prefix + "*", count=1000):
+            batch.append(key)
+            if len(batch) >= 1000:
+                self._r.delete(*batch)
+                batch.clear()
+        if batch:
+            self._r.delete(*batch)

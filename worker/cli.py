@@ -1,0 +1,166 @@
+"""`story-worker` command line: run the stream worker, batch mode, the demo, and operator helpers."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import click
+import redis
+import structlog
+from pydantic import SecretStr, ValidationError
+
+from . import __version__, logs
+from .settings import Settings
+
+log = structlog.get_logger()
+
+
+def _settings() -> Settings:
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        click.echo(f"invalid configuration:\n{exc}", err=True)
+        sys.exit(2)
+    logs.configure(settings.log_format, settings.log_level)
+    return settings
+
+
+def _redis(settings: Settings) -> redis.Redis:
+    return redis.Redis.from_url(settings.redis_dsn, socket_timeout=settings.redis_timeout_s,
+                                socket_connect_timeout=settings.redis_timeout_s, health_check_interval=30,
+                                ssl_ca_certs=settings.redis_ssl_ca_certs)
+
+
+@click.group()
+@click.version_option(__version__)
+def main() -> None:
+    """Raw scraped news in, deduplicated entity-tagged story events out."""
+
+
+@main.command()
+def run() -> None:
+    """Consume the input topic in a consumer group until SIGTERM/SIGINT."""
+    from .adapters.kafka_io import wait_for_broker
+    from .core.entities import EntityExtractor
+    from .pipeline import Pipeline
+    from .stream import StreamWorker
+
+    settings = _settings()
+    log.info("starting", version=__version__, pid=os.getpid(), settings=settings.redacted())
+    extractor = EntityExtractor(batch_size=settings.ner_batch_size)
+    extractor.extract([("Warm-up", "The model loads before the worker joins its group.")])
+    wait_for_broker(settings, timeout=300)
+    pipeline = Pipeline(settings, _redis(settings), settings.redis_namespace, live=True, extractor=extractor)
+    sys.exit(StreamWorker(settings, pipeline).run())
+
+
+@main.command()
+@click.option("--input", "input_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--output", "output_path", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--chunk", default=64, show_default=True, help="Articles per pipeline batch (decisions do not depend on it).")
+def batch(input_path: Path, output_path: Path, chunk: int) -> None:
+    """Offline: decide every article of a JSON Lines file in order; one decision line per input line."""
+    from .adapters.local_services import redis_answers, start_redis
+    from .batch import run_batch
+
+    settings = _settings()
+    own = None
+    if not redis_answers(settings.redis_dsn):
+        own = start_redis()
+        settings = settings.model_copy(update={"redis_url": SecretStr(f"redis://{own.address}/0")})
+        log.info("started_local_redis", address=own.address)
+    try:
+        counts = run_batch(settings, _redis(settings), input_path, output_path, chunk=chunk)
+    finally:
+        if own:
+            own.stop()
+    log.info("batch_done", input=str(input_path), output=str(output_path), **counts)
+
+
+@main.command()
+@click.option("--partitions", default=4, show_default=True)
+@click.option("--replication", default=1, show_default=True)
+def topics(partitions: int, replication: int) -> None:
+    """Create the input, output and dead-letter topics if missing."""
+    from .adapters.kafka_io import ensure_topics, wait_for_broker
+
+    settings = _settings()
+    wait_for_broker(settings, timeout=120)
+    ensure_topics(settings, partitions, replication)
+
+
+@main.command()
+@click.option("--input", "input_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--key-field", default="url", show_default=True, help="JSON field used as message key.")
+def produce(input_path: Path, key_field: str) -> None:
+    """Publish each line of a JSON Lines file to the input topic (sample producer)."""
+    from .adapters.kafka_io import Publisher, wait_for_broker
+
+    settings = _settings()
+    wait_for_broker(settings, timeout=120)
+    records = []
+    for line in input_path.read_bytes().splitlines():
+        if not line.strip():
+            continue
+        try:
+            key = str(json.loads(line).get(key_field, "")).encode() or None
+        except (ValueError, AttributeError):
+            key = None
+        records.append((settings.input_topic, key, line))
+    publisher = Publisher(settings)
+    try:
+        log.info("produced", records=publisher.publish(records), topic=settings.input_topic)
+    finally:
+        publisher.close()
+
+
+@main.command()
+@click.option("--max-age", default=60.0, show_default=True, help="Seconds since the loop last turned.")
+def check(max_age: float) -> None:
+    """Liveness probe: exit 1 when the worker loop has not turned for --max-age seconds."""
+    path = Settings().heartbeat_file
+    try:
+        age = time.time() - os.path.getmtime(path)
+    except OSError:
+        click.echo(f"no heartbeat at {path}", err=True)
+        sys.exit(1)
+    if age > max_age:
+        click.echo(f"heartbeat is {age:.0f}s old", err=True)
+        sys.exit(1)
+    click.echo(f"alive ({age:.1f}s)")
+
+
+@main.command()
+@click.option("--write/--check", "write", default=False, help="Write schemas/ or check it matches the models.")
+@click.option("--dir", "directory", default="schemas", show_default=True, type=click.Path(path_type=Path))
+def schemas(write: bool, directory: Path) -> None:
+    """Export the JSON Schemas of the message models (or check that schemas/ is current)."""
+    from .schema_export import check_schemas, write_schemas
+
+    if write:
+        for path in write_schemas(directory):
+            click.echo(f"wrote {path}")
+        return
+    stale = check_schemas(directory)
+    for name in stale:
+        click.echo(f"stale: {directory / name}", err=True)
+    sys.exit(1 if stale else 0)
+
+
+@main.command()
+@click.option("--input", "input_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Articles to stream (default: the bundled samples).")
+@click.option("--workers", default=2, show_default=True, help="Worker processes in the consumer group.")
+def demo(input_path: Path | None, workers: int) -> None:
+    """Start what is missing (broker, Redis), run real workers, stream articles in, print the stories."""
+    from .demo import run_demo
+
+    logs.configure("console" if sys.stderr.isatty() else "json", "WARNING")
+    sys.exit(run_demo(input_path, workers))
+
+
+if __name__ == "__main__":
+    main()

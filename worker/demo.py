@@ -1,0 +1,70 @@
+"""The demo: sample articles streamed through real worker processes, the resulting stories printed."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import click
+
+from .devstack import DevStack
+
+SAMPLES = Path(__file__).resolve().parent.parent / "samples" / "articles.jsonl"
+MALFORMED = [b"this is not json", b'{"url": "https://example.org/x", "title": 42}', b"\xff\xfe not utf-8"]
+
+
+def run_demo(input_path: Path | None, workers: int) -> int:
+    path = input_path or SAMPLES
+    lines = [line for line in path.read_bytes().splitlines() if line.strip()]
+    ids = {json.loads(line)["id"] for line in lines}
+    click.secho(f"story-worker demo: {len(lines)} articles from {path.name} + {len(MALFORMED)} malformed messages",
+                bold=True)
+    started = time.monotonic()
+    with DevStack() as stack:
+        click.echo(f"broker {stack.settings.kafka_bootstrap_servers}, Redis {stack.env['REDIS_URL']}, "
+                   f"{workers} worker process(es) in group {stack.settings.consumer_group}")
+        procs = [stack.start_worker() for _ in range(workers)]
+        for proc in procs:
+            stack.wait_logged(proc, "partitions_assigned")
+        stack.produce(lines + MALFORMED, keys=[json.loads(line).get("url", "").encode() for line in lines]
+                      + [None] * len(MALFORMED))
+        events, letters = stack.wait_accounted(ids, dead=len(MALFORMED))
+        codes = [proc.terminate() for proc in procs]
+    _print_stories(events)
+    _print_dead_letters(letters)
+    seen = {e["article"]["id"] for e in events if e.get("article")}
+    missing = ids - seen
+    click.echo(f"\n{len(seen & ids)}/{len(ids)} articles decided, {len(letters)} dead letters, "
+               f"workers exited {codes}, {time.monotonic() - started:.0f}s")
+    if missing:
+        click.secho(f"missing decisions for: {sorted(missing)}", fg="red")
+    return 0 if not missing and len(letters) == len(MALFORMED) and all(c == 0 for c in codes) else 1
+
+
+def _print_stories(events: list[dict]) -> None:
+    latest: dict[str, dict] = {}
+    members: dict[str, list[dict]] = {}
+    for e in sorted(events, key=lambda e: e["version"]):
+        latest[e["story_id"]] = e
+        if e.get("article"):
+            members.setdefault(e["story_id"], []).append(e)
+    for story_id, e in sorted(latest.items(), key=lambda kv: kv[1]["story"]["first_seen"]):
+        s = e["story"]
+        click.secho(f"\n■ {s['headline']}", bold=True, fg="cyan")
+        click.echo(f"  story {story_id} v{e['version']}: {s['article_count']} article(s), {s['copies']} copies, "
+                   f"sources: {', '.join(s['sources'])}")
+        click.echo("  entities: " + ", ".join(f"{t['canonical']} ({t['label']})" for t in s["top_entities"][:8]))
+        for m in members.get(story_id, []):
+            a = m["article"]
+            why = {"created": "first report", "article_added": f"joined, score {m.get('score')}",
+                   "article_updated": f"update of {a.get('update_of')}",
+                   "duplicate_seen": f"{a.get('duplicate_kind')} of {a.get('duplicate_of')}, "
+                                     f"similarity {a.get('similarity')}"}.get(m["event"], m["event"])
+            click.echo(f"    - [{a['source']}] {a['title'][:90]}  ({why})")
+
+
+def _print_dead_letters(letters: list[dict]) -> None:
+    if letters:
+        click.secho("\nDead letters:", bold=True, fg="yellow")
+    for d in letters:
+        click.echo(f"  - {d['error_class']}: {d['reason'][:110]} (offset {d['source']['offset']})")

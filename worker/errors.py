@@ -1,0 +1,24 @@
+"""Failure classes, decided once: retriable failures are retried with backoff and commit nothing;
+permanent ones send the message to the dead-letter topic and the worker moves on."""
+from __future__ import annotations
+
+
+class WorkerError(Exception):
+    """Root of the worker's own errors."""
+
+    retriable = False
+
+
+class InvalidMessage(WorkerError):
+    """Input that can never be processed (not UTF-8, not JSON, schema violation, too large)."""
+
+    def __init__(self, error_class: str, reason: str):
+        super().__init__(f"{error_class}: {reason}")
+        self.error_class = error_class
+        self.reason = reason
+
+
+class DependencyUnavailable(WorkerError):
+    """Kafka or Redis did not answer or refused the work; retry the whole batch later."""
+
+    retriable = True

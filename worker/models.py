@@ -1,0 +1,185 @@
+"""Message contracts: the one source of truth for what goes in and out of the worker.
+
+The JSON Schemas in `schemas/` are generated from these models (`story-worker schemas --write`); a test fails
+when the two drift. Bump the version in a schema's `$id` when a change breaks consumers.
+"""
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+ARTICLE_SCHEMA_VERSION = 1
+STORY_EVENT_SCHEMA_VERSION = 1
+DEAD_LETTER_SCHEMA_VERSION = 1
+
+_EARLIEST = dt.datetime(1990, 1, 1, tzinfo=dt.timezone.utc)
+_FUTURE_SLACK = dt.timedelta(days=2)
+
+
+class Article(BaseModel):
+    """A raw scraped article as published by the scrapers on the input topic (unknown fields tolerated)."""
+
+    model_config = ConfigDict(extra="allow", str_strip_whitespace=True,
+                              json_schema_extra={"$id": f"story-worker/article.v{ARTICLE_SCHEMA_VERSION}.json"})
+
+    url: str = Field(min_length=1, max_length=4096, description="Article URL as scraped; canonicalised by the worker.")
+    title: str = Field(max_length=2000, description="Headline.")
+    source: str = Field(min_length=1, max_length=512, description="Outlet or feed the scraper read it from.")
+    published_at: dt.datetime = Field(description="ISO 8601 timestamp; a bare date means midnight UTC.")
+    id: str | None = Field(default=None, min_length=1, max_length=512,
+                           description="Upstream id; derived from canonical URL and content when absent.")
+    text: str | None = Field(default=None, description="Body text; null or empty for headline-only items.")
+    language: str | None = Field(default=None, max_length=32, description="ISO 639-1 code when known.")
+
+    @field_validator("published_at", mode="before")
+    @classmethod
+    def _bare_date(cls, value: Any) -> Any:
+        if isinstance(value, str) and len(value.strip()) == 10:
+            return value.strip() + "T00:00:00Z"
+        return value
+
+    @field_validator("published_at")
+    @classmethod
+    def _aware(cls, value: dt.datetime) -> dt.datetime:
+        return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+
+    @field_validator("text")
+    @classmethod
+    def _empty_is_absent(cls, value: str | None) -> str | None:
+        return value or None
+
+    @property
+    def lang(self) -> str | None:
+        """Language code from `language`, or the `lang` some feeds send instead."""
+        extra = (self.model_extra or {}).get("lang")
+        return self.language or (extra if isinstance(extra, str) else None)
+
+    def plausible_time(self, now: dt.datetime) -> bool:
+        """False for dates before 1990 or more than two days after `now` (clock errors, placeholders)."""
+        return _EARLIEST <= self.published_at <= now + _FUTURE_SLACK
+
+
+class EntityOut(BaseModel):
+    """A named entity with offsets into the field it was found in, as given."""
+
+    text: str
+    label: str = Field(description="The model's own label (OntoNotes: PERSON, ORG, GPE, LOC, FAC, NORP, ...).")
+    start: int
+    end: int
+    canonical: str = Field(description="Canonical form within the article ('Putin' -> 'Vladimir Putin').")
+    field: Literal["text", "title"]
+
+
+class ArticleRef(BaseModel):
+    """The article that caused a story event."""
+
+    id: str
+    url: str
+    source: str
+    title: str
+    published_at: dt.datetime
+    entities: list[EntityOut] = Field(default_factory=list)
+    duplicate_of: str | None = None
+    duplicate_kind: Literal["exact_url", "exact_content", "near_copy", "rewrite"] | None = None
+    similarity: float | None = None
+    matched: dict[str, Any] | None = Field(default=None, description="Why it is a duplicate: what it matched.")
+    update_of: str | None = None
+
+
+class TopEntity(BaseModel):
+    canonical: str
+    label: str
+    count: int
+
+
+class StoryState(BaseModel):
+    """The story as it stands after the event."""
+
+    headline: str
+    article_count: int = Field(description="Distinct (non-duplicate) articles.")
+    copies: int = Field(default=0, description="Duplicates seen (not counted in article_count).")
+    sources: list[str]
+    top_entities: list[TopEntity]
+    first_seen: dt.datetime
+    last_seen: dt.datetime
+
+
+class StoryEvent(BaseModel):
+    """Published to the story topic with message key = story_id. Keep the highest `version` per story."""
+
+    model_config = ConfigDict(json_schema_extra={"$id": f"story-worker/story_event.v{STORY_EVENT_SCHEMA_VERSION}.json"})
+
+    schema_version: Literal[1] = STORY_EVENT_SCHEMA_VERSION
+    story_id: str
+    version: int = Field(ge=1, description="Grows by one with every change of this story.")
+    event: Literal["created", "article_added", "duplicate_seen", "article_updated", "story_closed"]
+    article: ArticleRef | None = Field(description="The article that caused the event (null for story_closed).")
+    score: float | None = Field(default=None, description="Similarity of the article to the chosen story.")
+    runner_up: dict[str, Any] | None = Field(default=None, description="Second-best candidate story and its score.")
+    shared_entities: list[str] = Field(default_factory=list)
+    story: StoryState
+    worker_version: str
+    emitted_at: dt.datetime
+
+
+class SourceRecord(BaseModel):
+    """Where a dead-lettered message came from."""
+
+    topic: str | None
+    partition: int | None
+    offset: int | None
+    timestamp: int | None = Field(description="Broker timestamp, ms since epoch.")
+    key_b64: str | None = None
+    headers: list[tuple[str, str]] = Field(default_factory=list, description="Header name and base64 value.")
+
+
+class DeadLetter(BaseModel):
+    """Published to the dead-letter topic for input that can never succeed."""
+
+    model_config = ConfigDict(json_schema_extra={"$id": f"story-worker/dead_letter.v{DEAD_LETTER_SCHEMA_VERSION}.json"})
+
+    schema_version: Literal[1] = DEAD_LETTER_SCHEMA_VERSION
+    error_class: str = Field(description="Machine-readable class: not_utf8, not_json, invalid, oversize, processing.")
+    reason: str = Field(description="Readable reason.")
+    source: SourceRecord
+    value_b64: str = Field(description="The original bytes, base64 (possibly truncated: see value_truncated).")
+    value_length: int
+    value_sha256: str
+    value_truncated: bool = False
+    worker_version: str
+    failed_at: dt.datetime
+
+    @classmethod
+    def build(cls, value: bytes, *, error_class: str, reason: str, source: SourceRecord, worker_version: str,
+              keep_bytes: int) -> "DeadLetter":
+        """Keep the whole original when it fits the dead-letter message, else its head, length and SHA-256."""
+        return cls(error_class=error_class, reason=reason[:2000], source=source,
+                   value_b64=base64.b64encode(value[:keep_bytes]).decode("ascii"), value_length=len(value),
+                   value_sha256=hashlib.sha256(value).hexdigest(), value_truncated=len(value) > keep_bytes,
+                   worker_version=worker_version, failed_at=dt.datetime.now(dt.timezone.utc))
+
+
+class Decision(BaseModel):
+    """One batch-mode output line per input line (what ../shared/tools/score.py reads)."""
+
+    id: str | None
+    story_id: str | None = None
+    duplicate_of: str | None = None
+    duplicate_kind: str | None = None
+    similarity: float | None = None
+    story_score: float | None = None
+    update_of: str | None = None
+    entities: list[EntityOut] = Field(default_factory=list)
+    error: str | None = None
+
+
+SCHEMAS: dict[str, type[BaseModel]] = {
+    f"article.v{ARTICLE_SCHEMA_VERSION}.json": Article,
+    f"story_event.v{STORY_EVENT_SCHEMA_VERSION}.json": StoryEvent,
+    f"dead_letter.v{DEAD_LETTER_SCHEMA_VERSION}.json": DeadLetter,
+    "decision.v1.json": Decision,
+}

@@ -1,0 +1,281 @@
+"""The one straight path of an article: validate -> identify -> dedup -> enrich -> cluster -> decide.
+
+Shared by the Kafka stream loop and offline batch mode. Each stage handles the whole batch at once (one Redis
+round trip or Lua call per stage, NER through the model's batch API). Every stage is idempotent per article id,
+so a batch retried after a crash or an outage gives the same decisions and no double counts.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import time
+from dataclasses import dataclass, field
+
+import redis
+import structlog
+
+from . import __version__
+from .adapters.decision_log import DecisionLog
+from .adapters.dedup_index import DedupIndex
+from .adapters.story_store import StoryStore
+from .core.cluster import ClusterInput, StoryChange
+from .core.dedup import DedupInput, DedupOutcome
+from .core.entities import Entity, EntityExtractor
+from .core.normalize import article_id_for, canonical_url
+from .errors import DependencyUnavailable, InvalidMessage
+from .models import Article, ArticleRef, DeadLetter, Decision, EntityOut, SourceRecord, StoryEvent, StoryState
+from .settings import Settings
+from .validation import parse_article
+
+log = structlog.get_logger()
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """One message to process: its bytes, where it came from, and a time to fall back on."""
+
+    value: bytes | None
+    source: SourceRecord
+    fallback_time: float | None = None  # broker timestamp (live); None: the previous article's time (batch)
+
+
+@dataclass
+class Result:
+    """What became of one message."""
+
+    decision: Decision
+    events: list[StoryEvent] = field(default_factory=list)
+    dead_letter: DeadLetter | None = None
+    redelivered: bool = False
+    ner_skipped_language: str | None = None
+
+
+@dataclass
+class _Item:
+    """A valid article travelling through the stages."""
+
+    index: int
+    article: Article
+    article_id: str
+    url: str
+    event_time: float
+    dedup: DedupOutcome | None = None
+    entities: list[Entity] = field(default_factory=list)
+    change: StoryChange | None = None
+    skipped_language: str | None = None  # NER skipped: not English
+
+
+class OriginalPending(DependencyUnavailable):
+    """A duplicate's original is being processed by another replica right now; retry the batch shortly."""
+
+
+class Pipeline:
+    """Stateless apart from Redis: any number of replicas may run it on the same namespace."""
+
+    def __init__(self, settings: Settings, client: redis.Redis, namespace: str, *, live: bool,
+                 extractor: EntityExtractor):
+        ttl = settings.state_ttl_s if live else None
+        self.settings = settings
+        self.live = live
+        self.extractor = extractor
+        self.dedup = DedupIndex(client, namespace, ttl, settings.dedup_window_s)
+        self.stories = StoryStore(client, namespace, ttl, settings.story_window_s)
+        self.decisions = DecisionLog(client, namespace, ttl)
+        self._last_time: float | None = None
+
+    def process(self, batch: list[Incoming]) -> list[Result]:
+        """Decide every message of the batch; raise DependencyUnavailable (retriable) and nothing is lost."""
+        with _redis_failures():
+            return self._process(batch)
+
+    def confirm_published(self, results: list[Result]) -> None:
+        """Record that the batch's events are acknowledged, so a redelivery emits nothing new."""
+        with _redis_failures():
+            self.decisions.mark_published({r.decision.id: self._record(r) for r in results
+                                           if r.decision.id and not r.dead_letter and not r.redelivered})
+
+    def close_expired(self) -> list[StoryEvent]:
+        """story_closed events for stories that left the active window."""
+        with _redis_failures():
+            return [self._event(change, None) for change in self.stories.close_expired()]
+
+    def drop_state(self) -> None:
+        """Delete all Redis state of this namespace (batch mode)."""
+        self.dedup.drop()
+        self.stories.drop()
+        self.decisions.drop()
+
+    # -- stages -------------------------------------------------------------------------------------------
+
+    def _process(self, batch: list[Incoming]) -> list[Result]:
+        results: dict[int, Result] = {}
+        items = self._validate(batch, results)
+        fresh, repeats = self._replay_known(items, results)
+        if fresh:
+            self._deduplicate(fresh)
+            self._enrich(fresh)
+            self._cluster(fresh)
+            records = {}
+            for it in fresh:
+                results[it.index] = self._result(it)
+                records[it.article_id] = self._record(results[it.index])
+            self.decisions.save(records)
+        for index, original in repeats:
+            results[index] = Result(decision=results[original.index].decision, redelivered=True)
+        return [results[i] for i in range(len(batch))]
+
+    def _validate(self, batch: list[Incoming], results: dict[int, Result]) -> list[_Item]:
+        items: list[_Item] = []
+        now = dt.datetime.now(dt.timezone.utc)
+        for index, msg in enumerate(batch):
+            try:
+                article = parse_article(msg.value, max_bytes=self.settings.max_message_bytes,
+                                        max_text_chars=self.settings.max_text_chars)
+            except InvalidMessage as exc:
+                results[index] = Result(
+                    decision=Decision(id=_guess_id(msg.value), error=f"{exc.error_class}: {exc.reason}"),
+                    dead_letter=DeadLetter.build(msg.value or b"", error_class=exc.error_class, reason=exc.reason,
+                                                 source=msg.source, worker_version=__version__,
+                                                 keep_bytes=self.settings.dead_letter_keep_bytes))
+                continue
+            url = canonical_url(article.url)
+            event_time = self._event_time(article, msg, now)
+            items.append(_Item(index, article, article.id or article_id_for(article.url, article.text), url,
+                               event_time))
+        return items
+
+    def _event_time(self, article: Article, msg: Incoming, now: dt.datetime) -> float:
+        """published_at when plausible, else the broker timestamp (live) or the previous article's time."""
+        if article.plausible_time(now):
+            t = article.published_at.timestamp()
+        elif msg.fallback_time is not None:
+            t = msg.fallback_time
+        else:
+            t = self._last_time if self._last_time is not None else now.timestamp()
+        self._last_time = t
+        return t
+
+    def _replay_known(self, items: list[_Item], results: dict[int, Result]) -> tuple[list[_Item], list[tuple[int, _Item]]]:
+        """Articles decided before (redelivery) get their stored decision; events again only if never acked.
+
+        Returns the articles to decide now, and repeats of one of those within this batch (index, first).
+        """
+        stored = self.decisions.load(sorted({it.article_id for it in items}))
+        fresh: list[_Item] = []
+        repeats: list[tuple[int, _Item]] = []
+        first: dict[str, _Item] = {}
+        for it in items:
+            record = stored.get(it.article_id)
+            if record is not None:
+                events = [] if record.get("published") else [StoryEvent.model_validate(e) for e in record["events"]]
+                results[it.index] = Result(decision=Decision.model_validate(record["decision"]), events=events,
+                                           redelivered=True)
+            elif it.article_id in first:
+                repeats.append((it.index, first[it.article_id]))
+            else:
+                first[it.article_id] = it
+                fresh.append(it)
+        return fresh, repeats
+
+    def _deduplicate(self, items: list[_Item]) -> None:
+        outcomes = self.dedup.check_and_insert([
+            DedupInput(article_id=it.article_id, canonical_url=it.url, title=it.article.title,
+                       text=it.article.text or "", source=it.article.source, event_time=it.event_time)
+            for it in items])
+        for it, outcome in zip(items, outcomes):
+            it.dedup = outcome
+
+    def _enrich(self, items: list[_Item]) -> None:
+        """NER for new English articles; duplicates reuse their original's entities."""
+        to_tag: list[_Item] = []
+        for it in items:
+            lang = it.article.lang
+            if it.dedup.duplicate_of:
+                continue
+            if lang and not lang.lower().startswith("en"):
+                it.skipped_language = lang
+                continue
+            to_tag.append(it)
+        for it, ents in zip(to_tag, self.extractor.extract([(it.article.title, it.article.text or "")
+                                                            for it in to_tag])):
+            it.entities = ents
+        originals = self._originals(items)
+        for it in items:
+            if it.dedup.duplicate_of:
+                it.entities = originals[it.dedup.duplicate_of]
+
+    def _originals(self, items: list[_Item]) -> dict[str, list[Entity]]:
+        """Entities of every original a duplicate in the batch points at (this batch or stored)."""
+        in_batch = {it.article_id: it for it in items}
+        wanted = {it.dedup.duplicate_of for it in items if it.dedup.duplicate_of}
+        out = {a: in_batch[a].entities for a in wanted if a in in_batch}
+        stored = self.decisions.load(sorted(wanted - out.keys()))
+        for a in wanted - out.keys():
+            if a not in stored:
+                raise OriginalPending(f"original {a} of a duplicate is not decided yet")
+            out[a] = [Entity(**e) for e in stored[a]["decision"]["entities"]]
+        return out
+
+    def _cluster(self, items: list[_Item]) -> None:
+        new = [it for it in items if not it.dedup.duplicate_of and not it.dedup.update_of]
+        for it, change in zip(new, self.stories.assign([self._cluster_input(it) for it in new])):
+            it.change = change
+        for it in items:
+            if it.dedup.duplicate_of:
+                it.change = self.stories.add_duplicate(it.article_id, it.dedup.duplicate_of, it.article.source,
+                                                       it.event_time)
+            elif it.dedup.update_of:
+                it.change = self.stories.update_article(self._cluster_input(it), it.dedup.update_of)
+
+    @staticmethod
+    def _cluster_input(it: _Item) -> ClusterInput:
+        a = it.article
+        return ClusterInput(article_id=it.article_id, title=a.title, text=a.text or "", source=a.source, url=it.url,
+                            event_time=it.event_time, entities=it.entities, language=a.lang)
+
+    # -- outputs ------------------------------------------------------------------------------------------
+
+    def _result(self, it: _Item) -> Result:
+        d = it.dedup
+        entities = [EntityOut(**e.to_dict()) for e in it.entities]
+        decision = Decision(id=it.article_id, story_id=it.change.story_id, duplicate_of=d.duplicate_of,
+                            duplicate_kind=d.kind, similarity=d.similarity, story_score=it.change.score,
+                            update_of=d.update_of, entities=entities)
+        ref = ArticleRef(id=it.article_id, url=it.article.url, source=it.article.source, title=it.article.title,
+                         published_at=it.article.published_at, entities=entities, duplicate_of=d.duplicate_of,
+                         duplicate_kind=d.kind, similarity=d.similarity,
+                         matched=d.matched if d.duplicate_of or d.update_of else None, update_of=d.update_of)
+        return Result(decision=decision, events=[self._event(it.change, ref)],
+                      ner_skipped_language=it.skipped_language)
+
+    @staticmethod
+    def _event(change: StoryChange, ref: ArticleRef | None) -> StoryEvent:
+        return StoryEvent(story_id=change.story_id, version=change.version, event=change.action, article=ref,
+                          score=change.score, runner_up=change.runner_up, shared_entities=change.shared_entities,
+                          story=StoryState.model_validate(change.story), worker_version=__version__,
+                          emitted_at=dt.datetime.now(dt.timezone.utc))
+
+    @staticmethod
+    def _record(result: Result) -> dict:
+        return {"decision": result.decision.model_dump(mode="json"),
+                "events": [e.model_dump(mode="json") for e in result.events], "published": False,
+                "decided_at": time.time()}
+
+
+@contextlib.contextmanager
+def _redis_failures():
+    """Redis connection trouble is retriable: the batch is retried, nothing is committed."""
+    try:
+        yield
+    except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, redis.ReadOnlyError) as exc:
+        raise DependencyUnavailable(f"Redis unavailable: {exc!r}") from exc
+
+
+def _guess_id(value: bytes | None) -> str | None:
+    """The `id` of an invalid message when it can still be read, for the batch-mode error line."""
+    try:
+        data = json.loads(value or b"")
+    except (ValueError, RecursionError):
+        return None
+    return data.get("id") if isinstance(data, dict) and isinstance(data.get("id"), str) else None

@@ -1,0 +1,28 @@
+"""JSON Schemas in `schemas/`, generated from the pydantic models (the models are the source of truth)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .models import SCHEMAS
+
+
+def render(name: str) -> str:
+    """The schema file's exact text for one model."""
+    return json.dumps(SCHEMAS[name].model_json_schema(), indent=2, sort_keys=True) + "\n"
+
+
+def write_schemas(directory: Path) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in SCHEMAS:
+        path = directory / name
+        path.write_text(render(name), encoding="utf-8")
+        written.append(path)
+    return written
+
+
+def check_schemas(directory: Path) -> list[str]:
+    """Names of schema files that are missing or differ from what the models generate."""
+    return [name for name in SCHEMAS
+            if not (directory / name).exists() or (directory / name).read_text(encoding="utf-8") != render(name)]

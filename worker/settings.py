@@ -1,0 +1,118 @@
+"""Configuration from environment variables, validated once at start.
+
+Every setting is an environment variable with the `SW_` prefix (`SW_KAFKA_BOOTSTRAP_SERVERS`, ...), except
+`REDIS_URL`, which keeps its conventional name. Secrets are `SecretStr` and never reach the logs.
+"""
+from __future__ import annotations
+
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """All knobs of the worker. Defaults suit a local single-broker setup; production sets Kafka/Redis ones."""
+
+    model_config = SettingsConfigDict(env_prefix="SW_", extra="ignore", populate_by_name=True)
+
+    # Kafka
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    input_topic: str = "articles.raw"
+    output_topic: str = "stories"
+    dead_letter_topic: str = "articles.dlq"
+    consumer_group: str = "story-worker"
+    client_id: str = "story-worker"
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: str | None = None
+    kafka_ssl_certfile: str | None = None
+    kafka_ssl_keyfile: str | None = None
+    kafka_ssl_password: SecretStr | None = None
+    session_timeout_ms: int = Field(45000, ge=1000, description="Lower (6000) on tansu: it delays joins by half.")
+    heartbeat_interval_ms: int = Field(3000, ge=100)
+    max_poll_interval_ms: int = Field(300000, ge=10000)
+    poll_timeout_ms: int = Field(500, ge=10)
+    max_batch: int = Field(128, ge=1, le=10000, description="Records per poll, i.e. per processed batch.")
+    fetch_max_bytes: int = Field(52428800, ge=1024)
+    max_partition_fetch_bytes: int = Field(4194304, ge=1024)
+    producer_max_request_bytes: int = Field(4194304, ge=1024)
+    producer_linger_ms: int = Field(10, ge=0)
+    producer_compression: Literal["none", "lz4", "gzip", "zstd", "snappy"] = "lz4"
+    produce_timeout_s: float = Field(30.0, gt=0)
+
+    # Redis
+    redis_url: SecretStr = Field(SecretStr("redis://127.0.0.1:6379/0"),
+                                 validation_alias=AliasChoices("REDIS_URL", "SW_REDIS_URL"))
+    redis_namespace: str = Field("sw", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    redis_timeout_s: float = Field(5.0, gt=0)
+    redis_ssl_ca_certs: str | None = None
+
+    # Processing
+    max_message_bytes: int = Field(1_000_000, ge=1024, description="Input larger than this is dead-lettered.")
+    max_text_chars: int = Field(200_000, ge=100, description="Body text longer than this is dead-lettered.")
+    dead_letter_keep_bytes: int = Field(900_000, ge=1024, description="Original bytes kept in a dead letter.")
+    dedup_window_s: float = Field(7 * 86400, gt=0, description="Event-time window for duplicate matching.")
+    story_window_s: float = Field(3 * 86400, gt=0, description="Event-time window a story stays active.")
+    state_ttl_s: int = Field(8 * 86400, ge=60, description="Wall-clock TTL of Redis state in live mode.")
+    ner_batch_size: int = Field(32, ge=1)
+    retry_initial_s: float = Field(0.5, gt=0)
+    retry_max_s: float = Field(30.0, gt=0)
+    shutdown_deadline_s: float = Field(30.0, gt=0)
+
+    # Operations
+    stats_interval_s: float = Field(15.0, gt=0)
+    heartbeat_file: str = Field("/tmp/story-worker.heartbeat",
+                                description="Touched while the loop turns; `story-worker check` reads it.")
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("kafka_bootstrap_servers")
+    @classmethod
+    def _servers(cls, value: str) -> str:
+        servers = [s.strip() for s in value.split(",") if s.strip()]
+        if not servers or any(":" not in s for s in servers):
+            raise ValueError("expected host:port[,host:port...]")
+        return ",".join(servers)
+
+    @property
+    def redis_dsn(self) -> str:
+        return self.redis_url.get_secret_value()
+
+    def redacted(self) -> dict[str, Any]:
+        """Settings as logged at start: secrets masked, the Redis URL without its password."""
+        out = self.model_dump(mode="json")
+        for key, value in out.items():
+            if isinstance(getattr(self, key), SecretStr) and value is not None:
+                out[key] = "**********"
+        out["redis_url"] = redact_url(self.redis_dsn)
+        return out
+
+    def kafka_common(self) -> dict[str, Any]:
+        """kafka-python arguments shared by consumer, producer and admin client (security included)."""
+        cfg: dict[str, Any] = {"bootstrap_servers": self.kafka_bootstrap_servers.split(","),
+                               "client_id": self.client_id, "security_protocol": self.kafka_security_protocol}
+        if self.kafka_sasl_mechanism:
+            cfg.update(sasl_mechanism=self.kafka_sasl_mechanism, sasl_plain_username=self.kafka_sasl_username,
+                       sasl_plain_password=_secret(self.kafka_sasl_password))
+        if self.kafka_security_protocol in ("SSL", "SASL_SSL"):
+            cfg.update(ssl_cafile=self.kafka_ssl_cafile, ssl_certfile=self.kafka_ssl_certfile,
+                       ssl_keyfile=self.kafka_ssl_keyfile, ssl_password=_secret(self.kafka_ssl_password))
+        return cfg
+
+
+def _secret(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value else None
+
+
+def redact_url(url: str) -> str:
+    """`redis://user:pw@host/0` -> `redis://user:***@host/0`."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return urlunsplit((parts.scheme, user + netloc, parts.path, parts.query, parts.fragment))

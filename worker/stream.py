@@ -1,0 +1,195 @@
+"""The Kafka stream loop: poll a batch -> pipeline -> publish and wait for acks -> commit offsets.
+
+Delivery is at-least-once with idempotent effects: offsets are committed only after every event and dead
+letter of the batch is acknowledged and its Redis writes are done. When Kafka or Redis fails, the batch is
+kept, the assigned partitions are paused (polling continues, so the consumer stays in its group) and the
+batch is retried with exponential backoff; nothing is committed meanwhile.
+"""
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import threading
+import time
+from collections import defaultdict
+
+import structlog
+from kafka import KafkaConsumer
+from kafka.consumer.fetcher import ConsumerRecord
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.errors import CommitFailedError, KafkaError
+from kafka.structs import OffsetAndMetadata, TopicPartition
+
+from .adapters.kafka_io import Publisher, lag, make_consumer
+from .errors import DependencyUnavailable
+from .models import SourceRecord
+from .pipeline import Incoming, Pipeline, Result
+from .settings import Settings
+from .stats import Stats
+
+log = structlog.get_logger()
+
+
+class _Rebalances(ConsumerRebalanceListener):
+    """Tracks revocations so that a batch held across a rebalance drops the partitions it no longer owns.
+
+    Work is synchronous: by the time poll() runs a rebalance, every finished batch is already committed, so
+    revocation has nothing to flush.
+    """
+
+    def __init__(self) -> None:
+        self.revoked: set[TopicPartition] = set()
+
+    def on_partitions_revoked(self, revoked):
+        self.revoked |= set(revoked)
+        log.info("partitions_revoked", partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in revoked))
+
+    def on_partitions_assigned(self, assigned):
+        log.info("partitions_assigned", partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in assigned))
+
+
+class StreamWorker:
+    """Consumes the input topic in a consumer group until SIGTERM/SIGINT, then leaves cleanly."""
+
+    def __init__(self, settings: Settings, pipeline: Pipeline, publisher: Publisher | None = None):
+        self.settings = settings
+        self.pipeline = pipeline
+        self.publisher = publisher or Publisher(settings)
+        self.stats = Stats()
+        self._stop = threading.Event()
+        self._beat_at = 0.0
+
+    def request_stop(self, *_args) -> None:
+        if not self._stop.is_set():
+            log.info("stop_requested")
+        self._stop.set()
+
+    def run(self) -> int:
+        """Main loop; returns the process exit code."""
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+        rebalances = _Rebalances()
+        consumer = make_consumer(self.settings, rebalances)
+        next_stats = time.monotonic() + self.settings.stats_interval_s
+        try:
+            while not self._stop.is_set():
+                self._heartbeat()
+                polled = consumer.poll(timeout_ms=self.settings.poll_timeout_ms,
+                                       max_records=self.settings.max_batch)
+                records = [r for tp in sorted(polled, key=lambda t: (t.topic, t.partition)) for r in polled[tp]]
+                if records:
+                    rebalances.revoked.clear()
+                    self._handle(consumer, records, rebalances)
+                if time.monotonic() >= next_stats:
+                    self._periodic(consumer)
+                    next_stats = time.monotonic() + self.settings.stats_interval_s
+        finally:
+            self._periodic(consumer)
+            consumer.close(autocommit=False)  # leaves the group: partitions move at once
+            self.publisher.close()
+            log.info("stopped")
+        return 0
+
+    def _handle(self, consumer: KafkaConsumer, records: list[ConsumerRecord], rebalances: _Rebalances) -> None:
+        """Process one batch until it is published and committed, or abandoned (revoked / stopping)."""
+        delay = self.settings.retry_initial_s
+        give_up_at: float | None = None
+        while records:
+            started = time.monotonic()
+            try:
+                results = self.pipeline.process([_incoming(r) for r in records])
+                self.publisher.publish(self._outgoing(results))
+                self.pipeline.confirm_published(results)
+                self._commit(consumer, records)
+                self.stats.batch(results, time.monotonic() - started)
+                break
+            except DependencyUnavailable as exc:
+                self.stats.retries += 1
+                log.warning("batch_retry", reason=str(exc), records=len(records), backoff_s=round(delay, 2))
+            except CommitFailedError as exc:
+                log.warning("commit_failed_rebalanced", reason=str(exc), records=len(records))
+                break  # the partitions moved: their new owner redelivers from the last commit
+            if self._stop.is_set():
+                give_up_at = give_up_at or time.monotonic() + self.settings.shutdown_deadline_s
+                if time.monotonic() >= give_up_at:
+                    log.warning("batch_abandoned_at_shutdown", records=len(records))
+                    break
+            self._wait_paused(consumer, delay)
+            delay = min(delay * 2, self.settings.retry_max_s)
+            if rebalances.revoked:
+                records = [r for r in records if TopicPartition(r.topic, r.partition) not in rebalances.revoked]
+                rebalances.revoked.clear()
+
+    def _wait_paused(self, consumer: KafkaConsumer, seconds: float) -> None:
+        """Back off without leaving the group: pause fetching and keep polling (which fetches nothing)."""
+        consumer.pause(*consumer.assignment())
+        try:
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline and not self._stop.is_set():
+                self._heartbeat()
+                try:
+                    consumer.poll(timeout_ms=min(500, max(1, int((deadline - time.monotonic()) * 1000))))
+                except KafkaError as exc:
+                    log.warning("poll_failed", reason=repr(exc))
+                    time.sleep(0.5)
+        finally:
+            consumer.resume(*consumer.paused())
+
+    def _heartbeat(self) -> None:
+        """Liveness: the loop is turning (also while it backs off from an outage, which a restart won't fix)."""
+        now = time.monotonic()
+        if now - self._beat_at >= 1.0:
+            self._beat_at = now
+            with open(self.settings.heartbeat_file, "a"):
+                os.utime(self.settings.heartbeat_file)
+
+    def _outgoing(self, results: list[Result]):
+        s = self.settings
+        for r in results:
+            if r.dead_letter is not None:
+                yield s.dead_letter_topic, _key(r.dead_letter.source), r.dead_letter.model_dump_json().encode()
+            for event in r.events:
+                yield s.output_topic, event.story_id.encode(), event.model_dump_json().encode()
+
+    def _commit(self, consumer: KafkaConsumer, records: list[ConsumerRecord]) -> None:
+        offsets: dict[TopicPartition, int] = defaultdict(int)
+        for r in records:
+            tp = TopicPartition(r.topic, r.partition)
+            offsets[tp] = max(offsets[tp], r.offset + 1)
+        try:
+            consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()})
+        except CommitFailedError:
+            raise
+        except KafkaError as exc:
+            raise DependencyUnavailable(f"commit failed: {exc!r}") from exc
+
+    def _periodic(self, consumer: KafkaConsumer) -> None:
+        """Stats line, and story_closed events for stories that left the active window."""
+        try:
+            closed = self.pipeline.close_expired()
+            if closed:
+                self.publisher.publish((self.settings.output_topic, e.story_id.encode(),
+                                        e.model_dump_json().encode()) for e in closed)
+                self.stats.closed += len(closed)
+        except DependencyUnavailable as exc:
+            log.warning("close_expired_failed", reason=str(exc))
+        try:
+            current_lag = lag(consumer)
+        except KafkaError:
+            current_lag = None
+        log.info("stats", **self.stats.snapshot(), lag=current_lag)
+
+
+def _incoming(record: ConsumerRecord) -> Incoming:
+    headers = [(k, base64.b64encode(v or b"").decode()) for k, v in (record.headers or [])]
+    source = SourceRecord(topic=record.topic, partition=record.partition, offset=record.offset,
+                          timestamp=record.timestamp,
+                          key_b64=base64.b64encode(record.key).decode() if record.key is not None else None,
+                          headers=headers)
+    ts = record.timestamp / 1000 if record.timestamp and record.timestamp > 0 else None
+    return Incoming(value=record.value, source=source, fallback_time=ts)
+
+
+def _key(source: SourceRecord) -> bytes | None:
+    return base64.b64decode(source.key_b64) if source.key_b64 else None
