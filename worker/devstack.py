@@ -131,13 +131,15 @@ class DevStack:
 
     # -- feeding and reading ------------------------------------------------------------------------------
 
-    def produce(self, values: Iterable[bytes], keys: Iterable[bytes | None] | None = None) -> int:
+    def produce(self, values: Iterable[bytes], keys: Iterable[bytes | None] | None = None,
+                partitions: Iterable[int | None] | None = None) -> int:
         producer = KafkaProducer(**self.settings.kafka_common(), acks="all", linger_ms=5,
                                  max_request_size=8 * 1024 * 1024)
         values = list(values)
         keys = list(keys) if keys is not None else [None] * len(values)
-        for key, value in zip(keys, values):
-            producer.send(self.settings.input_topic, key=key, value=value)
+        parts = list(partitions) if partitions is not None else [None] * len(values)
+        for key, value, partition in zip(keys, values, parts):
+            producer.send(self.settings.input_topic, key=key, value=value, partition=partition)
         producer.flush(30)
         producer.close()
         return len(values)

@@ -8,7 +8,9 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
+import re
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -18,6 +20,7 @@ DEAD_LETTER_SCHEMA_VERSION = 1
 
 _EARLIEST = dt.datetime(1990, 1, 1, tzinfo=dt.timezone.utc)
 _FUTURE_SLACK = dt.timedelta(days=2)
+_UNSAFE = re.compile(r"[\x00-\x20\x7f]")
 
 
 class Article(BaseModel):
@@ -29,7 +32,9 @@ class Article(BaseModel):
     url: str = Field(min_length=1, max_length=4096, description="Article URL as scraped; canonicalised by the worker.")
     title: str = Field(max_length=2000, description="Headline.")
     source: str = Field(min_length=1, max_length=512, description="Outlet or feed the scraper read it from.")
-    published_at: dt.datetime = Field(description="ISO 8601 timestamp; a bare date means midnight UTC.")
+    published_at: dt.datetime | None = Field(
+        default=None, description="ISO 8601 timestamp; a bare date means midnight UTC. Missing or implausible: the "
+                                  "broker timestamp (live) or the previous article's time (batch) stands in.")
     id: str | None = Field(default=None, min_length=1, max_length=512,
                            description="Upstream id; derived from canonical URL and content when absent.")
     text: str | None = Field(default=None, description="Body text; null or empty for headline-only items.")
@@ -44,8 +49,16 @@ class Article(BaseModel):
 
     @field_validator("published_at")
     @classmethod
-    def _aware(cls, value: dt.datetime) -> dt.datetime:
-        return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+    def _aware(cls, value: dt.datetime | None) -> dt.datetime | None:
+        return value if value is None or value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme.lower() not in ("http", "https") or not parts.netloc or _UNSAFE.search(value):
+            raise ValueError("expected an absolute http(s) URL without spaces or control characters")
+        return value
 
     @field_validator("text")
     @classmethod
@@ -59,8 +72,8 @@ class Article(BaseModel):
         return self.language or (extra if isinstance(extra, str) else None)
 
     def plausible_time(self, now: dt.datetime) -> bool:
-        """False for dates before 1990 or more than two days after `now` (clock errors, placeholders)."""
-        return _EARLIEST <= self.published_at <= now + _FUTURE_SLACK
+        """False when missing, before 1990 or more than two days after `now` (clock errors, placeholders)."""
+        return self.published_at is not None and _EARLIEST <= self.published_at <= now + _FUTURE_SLACK
 
 
 class EntityOut(BaseModel):
@@ -81,7 +94,7 @@ class ArticleRef(BaseModel):
     url: str
     source: str
     title: str
-    published_at: dt.datetime
+    published_at: dt.datetime | None
     entities: list[EntityOut] = Field(default_factory=list)
     duplicate_of: str | None = None
     duplicate_kind: Literal["exact_url", "exact_content", "near_copy", "rewrite"] | None = None

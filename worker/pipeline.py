@@ -110,12 +110,12 @@ class Pipeline:
 
     def _process(self, batch: list[Incoming]) -> list[Result]:
         results: dict[int, Result] = {}
-        items = self._validate(batch, results)
+        items = self.validate(batch, results)
         fresh, repeats = self._replay_known(items, results)
         if fresh:
-            self._deduplicate(fresh)
-            self._enrich(fresh)
-            self._cluster(fresh)
+            self.deduplicate(fresh)
+            self.enrich(fresh)
+            self.cluster(fresh)
             records = {}
             for it in fresh:
                 results[it.index] = self._result(it)
@@ -125,7 +125,7 @@ class Pipeline:
             results[index] = Result(decision=results[original.index].decision, redelivered=True)
         return [results[i] for i in range(len(batch))]
 
-    def _validate(self, batch: list[Incoming], results: dict[int, Result]) -> list[_Item]:
+    def validate(self, batch: list[Incoming], results: dict[int, Result]) -> list[_Item]:
         items: list[_Item] = []
         now = dt.datetime.now(dt.timezone.utc)
         for index, msg in enumerate(batch):
@@ -178,7 +178,7 @@ class Pipeline:
                 fresh.append(it)
         return fresh, repeats
 
-    def _deduplicate(self, items: list[_Item]) -> None:
+    def deduplicate(self, items: list[_Item]) -> None:
         outcomes = self.dedup.check_and_insert([
             DedupInput(article_id=it.article_id, canonical_url=it.url, title=it.article.title,
                        text=it.article.text or "", source=it.article.source, event_time=it.event_time)
@@ -186,7 +186,7 @@ class Pipeline:
         for it, outcome in zip(items, outcomes):
             it.dedup = outcome
 
-    def _enrich(self, items: list[_Item]) -> None:
+    def enrich(self, items: list[_Item]) -> None:
         """NER for new English articles; duplicates reuse their original's entities."""
         to_tag: list[_Item] = []
         for it in items:
@@ -217,7 +217,7 @@ class Pipeline:
             out[a] = [Entity(**e) for e in stored[a]["decision"]["entities"]]
         return out
 
-    def _cluster(self, items: list[_Item]) -> None:
+    def cluster(self, items: list[_Item]) -> None:
         new = [it for it in items if not it.dedup.duplicate_of and not it.dedup.update_of]
         for it, change in zip(new, self.stories.assign([self._cluster_input(it) for it in new])):
             it.change = change

@@ -1,0 +1,144 @@
+"""The worker end to end: real `story-worker run` processes, a real Kafka-protocol broker, a real Redis."""
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import pytest
+from kafka import KafkaConsumer, TopicPartition
+from kafka.structs import OffsetAndMetadata
+
+from worker.devstack import DevStack
+
+pytestmark = pytest.mark.integration
+
+SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "articles.jsonl"
+
+
+def samples() -> list[dict]:
+    return [json.loads(line) for line in SAMPLES.read_text().splitlines() if line.strip()]
+
+
+def encode(articles: list[dict]) -> list[bytes]:
+    return [json.dumps(a).encode() for a in articles]
+
+
+def by_article(events: list[dict]) -> dict[str, list[dict]]:
+    out = defaultdict(list)
+    for e in events:
+        if e.get("article"):
+            out[e["article"]["id"]].append(e)
+    return out
+
+
+def story_of(events: list[dict], article_id: str) -> str:
+    return by_article(events)[article_id][0]["story_id"]
+
+
+@pytest.fixture
+def stack(services):
+    with DevStack() as s:
+        yield s
+
+
+def test_seeds_become_one_story_with_the_rewrite_linked(stack, shared_data):
+    seeds = [json.loads(line) for line in (shared_data / "seeds" / "articles.jsonl").read_text().splitlines()]
+    stack.wait_logged(stack.start_worker(), "partitions_assigned")
+    stack.produce(encode(seeds))
+    events, _ = stack.wait_accounted({a["id"] for a in seeds}, dead=0)
+    original, rewrite = seeds[0]["id"], seeds[1]["id"]
+    assert story_of(events, original) == story_of(events, rewrite)
+    dup = by_article(events)[rewrite][0]
+    assert dup["event"] == "duplicate_seen"
+    assert dup["article"]["duplicate_of"] == original
+    assert dup["article"]["duplicate_kind"] in ("rewrite", "near_copy")
+    assert dup["story"]["article_count"] == 1 and dup["story"]["copies"] == 1
+
+
+def test_malformed_messages_go_to_dead_letters_and_the_worker_keeps_going(stack):
+    good = samples()[:3]
+    oversize = json.dumps({**good[0], "id": "huge", "text": "word " * 300_000}).encode()
+    bad = [b"not json at all", b"\xc3\x28 invalid utf-8", json.dumps({**good[0], "id": "wrong", "title": 7}).encode(),
+           json.dumps({"id": "nourl", "title": "t", "source": "s", "published_at": "2026-01-01"}).encode(),
+           oversize, b"[" * 100_000]
+    worker = stack.start_worker()
+    stack.wait_logged(worker, "partitions_assigned")
+    stack.produce(bad[:3] + encode(good[:1]) + bad[3:] + encode(good[1:]))
+    events, letters = stack.wait_accounted({a["id"] for a in good}, dead=len(bad))
+    assert worker.process.poll() is None, "worker must survive bad input"
+    assert len(letters) == len(bad)
+    assert Counter(d["error_class"] for d in letters) == Counter(
+        {"not_json": 1, "not_utf8": 1, "invalid": 3, "oversize": 1})
+    assert all(d["reason"] and d["source"]["offset"] is not None for d in letters)
+    assert {a["id"] for a in good} <= set(by_article(events))
+
+
+def _reset_group(stack: DevStack) -> None:
+    consumer = KafkaConsumer(**stack.settings.kafka_common(), group_id=stack.settings.consumer_group,
+                             enable_auto_commit=False, session_timeout_ms=6000, heartbeat_interval_ms=1000)
+    parts = [TopicPartition(stack.settings.input_topic, p) for p in range(stack.partitions)]
+    consumer.assign(parts)
+    consumer.commit({tp: OffsetAndMetadata(0, "", -1) for tp in parts})
+    consumer.close()
+
+
+def test_restart_redelivering_everything_creates_no_new_story(stack):
+    articles = samples()
+    worker = stack.start_worker()
+    stack.wait_logged(worker, "partitions_assigned")
+    stack.produce(encode(articles))
+    first, _ = stack.wait_accounted({a["id"] for a in articles}, dead=0)
+    assert worker.terminate() == 0
+    _reset_group(stack)  # the next consumer gets every record again
+    again = stack.start_worker()
+    stack.wait_logged(again, "partitions_assigned")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and sum(stack.committed().values()) < len(articles):
+        time.sleep(1)
+    assert sum(stack.committed().values()) == len(articles)
+    assert again.terminate() == 0
+    assert stack.events() == first, "a redelivered batch must emit nothing new"
+    stats = [line for line in again.log_lines() if line.get("event") == "stats"]
+    assert sum(s["redelivered"] for s in stats) == len(articles)
+    assert sum(s["new_stories"] for s in stats) == 0
+
+
+def test_two_workers_share_partitions_and_admit_one_of_two_near_copies(stack):
+    base = samples()[0]
+    copy = {**base, "id": base["id"] + "-syndicated", "url": base["url"].replace("https://", "https://wire.")
+            + "?utm_source=feed", "source": "wire-copy", "text": "LONDON (Wire) - " + base["text"]}
+    workers = [stack.start_worker() for _ in range(2)]
+    for w in workers:
+        stack.wait_logged(w, "partitions_assigned")
+    time.sleep(3)  # let the second join settle so both own partitions
+    # Partitions 0 and 3 belong to different workers (range assignment of 4 over 2); both arrive at once.
+    stack.produce(encode([base, copy]), partitions=[0, 3])
+    events, _ = stack.wait_accounted({base["id"], copy["id"]}, dead=0)
+    kinds = {aid: evs[0]["event"] for aid, evs in by_article(events).items()}
+    assert sorted(kinds.values()) == ["created", "duplicate_seen"]
+    assert story_of(events, base["id"]) == story_of(events, copy["id"])
+    assigned = [w for w in workers if any(line.get("event") == "partitions_assigned" and line.get("partitions")
+                                          for line in w.log_lines())]
+    assert len(assigned) == 2, "both workers must own partitions"
+
+
+def test_sigterm_mid_stream_commits_exactly_what_was_published(stack):
+    articles = [{**a, "id": f"{a['id']}-{n}", "url": f"{a['url']}/{n}", "text": f"Edition {n}. {a.get('text') or ''}"}
+                for n in range(12) for a in samples()]
+    worker = stack.start_worker({"SW_MAX_BATCH": "16"})
+    stack.wait_logged(worker, "partitions_assigned")
+    stack.produce(encode(articles))
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(stack.events()) < 20:
+        time.sleep(0.5)
+    assert worker.terminate() == 0
+    committed = stack.committed()
+    published = set(by_article(stack.events()))
+    below = set()
+    for r in stack.read_topic(stack.settings.input_topic):
+        if r.offset < committed[r.partition]:
+            below.add(json.loads(r.value)["id"])
+    assert 0 < len(below) < len(articles), "the stop should land mid-stream"
+    assert published == below
