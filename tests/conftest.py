@@ -49,7 +49,8 @@ def services():
             broker = start_tansu()
             started.append(broker)
             os.environ["SW_KAFKA_BOOTSTRAP_SERVERS"] = broker.address
-    if not redis_answers(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")):
+    os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/0")
+    if not redis_answers(os.environ["REDIS_URL"]):
         own = start_redis()
         started.append(own)
         os.environ["REDIS_URL"] = f"redis://{own.address}/0"

@@ -29,9 +29,9 @@ def _settings() -> Settings:
 
 
 def _redis(settings: Settings) -> redis.Redis:
+    tls = {"ssl_ca_certs": settings.redis_ssl_ca_certs} if settings.redis_ssl_ca_certs else {}
     return redis.Redis.from_url(settings.redis_dsn, socket_timeout=settings.redis_timeout_s,
-                                socket_connect_timeout=settings.redis_timeout_s, health_check_interval=30,
-                                ssl_ca_certs=settings.redis_ssl_ca_certs)
+                                socket_connect_timeout=settings.redis_timeout_s, health_check_interval=30, **tls)
 
 
 @click.group()

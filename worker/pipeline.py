@@ -112,6 +112,8 @@ class Pipeline:
         results: dict[int, Result] = {}
         items = self.validate(batch, results)
         fresh, repeats = self._replay_known(items, results)
+        if self.live:  # a batch spans partitions: within it, earlier-published articles are the originals
+            fresh.sort(key=lambda it: it.event_time)
         if fresh:
             self.deduplicate(fresh)
             self.enrich(fresh)

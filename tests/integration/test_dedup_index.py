@@ -1,0 +1,150 @@
+"""DedupIndex on a real Redis over TCP: kinds, idempotency, TTL, cleanup and racing replicas."""
+import multiprocessing
+import os
+import uuid
+
+import pytest
+import redis
+
+from worker.adapters.dedup_index import DedupIndex
+from worker.core.dedup import DedupInput
+
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+T0 = 1_700_000_000.0
+WINDOW = 3 * 86400
+STORIES = [
+    "The harbour master of Penwick closed the outer quay on Monday after a storm tore loose two mooring posts "
+    "and cracked the concrete apron. Boats were moved to the inner basin overnight. Engineers from the county "
+    "will survey the damage this week and repairs could take a month, the harbour office said in a statement.",
+    "A bakery on Mill Lane in Dunford won the regional bread award for its rye loaf, beating forty entrants. "
+    "The owners, a brother and sister who opened the shop three years ago, said they would use the prize money "
+    "to buy a second oven and take on an apprentice from the local college next spring.",
+    "Volunteers planted six hundred oak and birch saplings along the old railway line outside Tolby on "
+    "Saturday. The trust that manages the path hopes the trees will shelter walkers and give birds a corridor "
+    "between the two woods. More planting days are planned for the autumn, organisers said.",
+]
+
+
+@pytest.fixture
+def client():
+    c = redis.Redis.from_url(REDIS_URL)
+    try:
+        c.ping()
+    except redis.ConnectionError:
+        pytest.skip(f"no Redis at {REDIS_URL}")
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def index(client):
+    idx = DedupIndex(client, "test-dedup-" + uuid.uuid4().hex, None, WINDOW)
+    yield idx
+    idx.drop()
+
+
+def art(article_id, text, url, title="Local news", t=T0):
+    return DedupInput(article_id, url, title, text, "outlet", t)
+
+
+def test_kinds_and_updates(index):
+    out = index.check_and_insert([
+        art("o1", STORIES[0], "https://penwick.example/quay"),
+        art("o2", STORIES[1], "https://dunford.example/bread"),
+        art("d1", STORIES[0], "https://penwick.example/quay", t=T0 + 60),
+        art("d2", STORIES[1], "https://aggregator.example/9", t=T0 + 60),
+        art("d3", "PENWICK (Wire) - " + STORIES[0][:200] + " Read more local news.", "https://wire.example/1",
+            t=T0 + 120),
+        art("u1", STORIES[1] + " The award ceremony was held in the town hall.", "https://dunford.example/bread",
+            t=T0 + 180),
+        art("o3", STORIES[2], "https://tolby.example/trees", t=T0 + 200),
+    ])
+    got = {o.article_id: (o.duplicate_of, o.kind, o.update_of) for o in out}
+    assert got == {
+        "o1": (None, None, None), "o2": (None, None, None), "o3": (None, None, None),
+        "d1": ("o1", "exact_url", None), "d2": ("o2", "exact_content", None), "d3": ("o1", "near_copy", None),
+        "u1": (None, None, "o2"),
+    }
+
+
+def test_redelivery_returns_the_stored_outcome_and_changes_nothing(index, client):
+    first = index.check_and_insert([art("o1", STORIES[0], "https://a.example/1"),
+                                    art("c1", STORIES[0], "https://b.example/2", t=T0 + 5)])
+    keys_before = sorted(client.scan_iter(match="sw:{" + index._prefix.split("{")[1].split("}")[0] + "}:*"))
+    dumps_before = {k: client.dump(k) for k in keys_before if not k.endswith(b"meta")}
+    again = index.check_and_insert([art("c1", STORIES[0], "https://b.example/2", t=T0 + 5),
+                                    art("o1", STORIES[0], "https://a.example/1")])
+    assert [again[1], again[0]] == first
+    assert again[1].duplicate_of is None and again[0].duplicate_of == "o1"
+    assert {k: client.dump(k) for k in keys_before if not k.endswith(b"meta")} == dumps_before
+
+
+def test_decisions_do_not_depend_on_batch_cuts(client):
+    items = [art(f"i{n}", STORIES[n % 3] if n % 2 else STORIES[n % 3][: 150 + n], f"https://s{n}.example/x",
+                 t=T0 + n) for n in range(12)]
+    results = []
+    for size in (1, 5, 12):
+        idx = DedupIndex(client, "test-dedup-" + uuid.uuid4().hex, None, WINDOW)
+        try:
+            results.append([o for i in range(0, 12, size) for o in idx.check_and_insert(items[i:i + size])])
+        finally:
+            idx.drop()
+    assert results[0] == results[1] == results[2]
+    assert sum(o.duplicate_of is None for o in results[0]) == 3
+
+
+def test_live_mode_sets_ttl_and_drop_cleans_up(client):
+    ns = "test-dedup-" + uuid.uuid4().hex
+    idx = DedupIndex(client, ns, 3600, WINDOW)
+    idx.check_and_insert([art("o1", STORIES[0], "https://a.example/1")])
+    keys = list(client.scan_iter(match="sw:{" + ns + "}:*"))
+    assert keys and all(0 < client.ttl(k) <= 3600 for k in keys)
+    idx.drop()
+    assert list(client.scan_iter(match="sw:{" + ns + "}:*")) == []
+
+
+def test_old_entries_fall_out_of_the_window(index):
+    index.check_and_insert([art("o1", STORIES[0], "https://a.example/1")])
+    index.check_and_insert([art("x", STORIES[2], "https://x.example/1", t=T0 + 2 * WINDOW)])
+    late = index.check_and_insert([art("c1", STORIES[0], "https://b.example/2", t=T0 + 2 * WINDOW + 1)])
+    assert late[0].duplicate_of is None
+
+
+def _race(namespace, worker, rounds_items, queue):
+    client = redis.Redis.from_url(REDIS_URL)
+    idx = DedupIndex(client, namespace, None, WINDOW)
+    out = []
+    for batch in rounds_items:
+        out += [o.to_dict() for o in idx.check_and_insert(batch)]
+    queue.put((worker, out))
+
+
+def test_racing_replicas_admit_exactly_one_original_per_group(client):
+    ctx = multiprocessing.get_context("spawn")
+    for round_no in range(4):
+        ns = "test-dedup-race-" + uuid.uuid4().hex
+        queue = ctx.Queue()
+        procs = []
+        for w in range(4):
+            # every replica gets copies (own ids, own URLs) of the same three stories, in its own order
+            copies = [art(f"w{w}-s{s}", STORIES[s], f"https://r{w}.example/{s}", t=T0 + s) for s in range(3)]
+            copies = copies[w % 3:] + copies[: w % 3]
+            batches = [copies[:2], copies[2:]]
+            procs.append(ctx.Process(target=_race, args=(ns, w, batches, queue)))
+        for p in procs:
+            p.start()
+        results = [queue.get(timeout=60) for _ in procs]
+        for p in procs:
+            p.join(timeout=60)
+        DedupIndex(client, ns, None, WINDOW).drop()
+        outcomes = [o for _, out in results for o in out]
+        originals = {}
+        for o in outcomes:
+            story = o["article_id"].split("-")[1]
+            if o["duplicate_of"] is None:
+                originals.setdefault(story, []).append(o["article_id"])
+        assert sorted(originals) == ["s0", "s1", "s2"], round_no
+        assert all(len(ids) == 1 for ids in originals.values()), originals
+        for o in outcomes:
+            if o["duplicate_of"] is not None:
+                assert o["duplicate_of"] in originals[o["article_id"].split("-")[1]]

@@ -1,0 +1,151 @@
+"""StoryStore on a real Redis (REDIS_URL, default redis://127.0.0.1:6379/0), one fresh namespace per test."""
+import multiprocessing
+import os
+import uuid
+
+import pytest
+import redis
+
+from worker.adapters.story_store import StoryStore, UnknownArticle
+from worker.core.cluster import DAY, ClusterInput
+from worker.core.entities import Entity
+
+pytestmark = pytest.mark.integration
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+T0 = 1_700_000_000.0
+WINDOW = 30 * DAY
+
+
+@pytest.fixture
+def client():
+    connection = redis.Redis.from_url(REDIS_URL)
+    try:
+        connection.ping()
+    except redis.ConnectionError:
+        pytest.skip(f"no Redis at {REDIS_URL}")
+    return connection
+
+
+@pytest.fixture
+def store(client):
+    store = StoryStore(client, "test-" + uuid.uuid4().hex, ttl_seconds=3600, window_seconds=WINDOW)
+    yield store
+    store.drop()
+
+
+def report(article_id, source="outlet-a", day=0.0, title="Fire destroys Harbin warehouse",
+           names=(("Harbin", "GPE"), ("Li Qiang", "PERSON"))):
+    text = "A fire destroyed a warehouse in Harbin overnight, Li Qiang said, and firefighters fought the blaze."
+    entities = [Entity(n, label, 0, len(n), n, "text") for n, label in names]
+    return ClusterInput(article_id, title, text, source, f"https://x.example/{article_id}", T0 + day * DAY,
+                        entities, "en")
+
+
+OTHER = dict(title="Flood closes Lima airport", names=(("Lima", "GPE"), ("Peru", "GPE")))
+
+
+def namespace_keys(store):
+    return list(store.redis.scan_iter(match=f"sw:{{{store.namespace}}}:*"))
+
+
+def test_reports_of_one_event_share_a_story_and_versions_grow(store):
+    first, second = store.assign([report("a1"), report("a2", source="outlet-b", day=0.2)])
+    other, = store.assign([report("b1", day=0.3, **OTHER)])
+    assert (first.action, second.action) == ("created", "article_added")
+    assert first.story_id == second.story_id != other.story_id
+    assert (first.version, second.version) == (1, 2)
+    assert second.score is not None and "Harbin" in second.shared_entities
+    assert second.story["article_count"] == 2
+    assert set(second.story["sources"]) == {"outlet-a", "outlet-b"}
+    assert {e["canonical"] for e in second.story["top_entities"]} >= {"Harbin", "Li Qiang"}
+
+
+def test_assign_is_idempotent_per_article(store):
+    original = store.assign([report("a1"), report("a2", day=0.1)])
+    again = store.assign([report("a2", day=0.1), report("a1")])
+    assert [c.to_dict() for c in again] == [original[1].to_dict(), original[0].to_dict()]
+    third, = store.assign([report("a3", day=0.2)])
+    assert third.version == 3 and third.story["article_count"] == 3
+
+
+def test_decisions_do_not_depend_on_the_batch_cut(client):
+    items = [report("a1"), report("b1", day=0.1, **OTHER), report("a2", day=0.2), report("b2", day=0.3, **OTHER)]
+    results = []
+    for cut in (1, 3, 4):
+        store = StoryStore(client, "test-" + uuid.uuid4().hex, None, WINDOW)
+        try:
+            changes = [c for i in range(0, len(items), cut) for c in store.assign(items[i:i + cut])]
+            results.append([(c.story_id, c.version, c.score) for c in changes])
+        finally:
+            store.drop()
+    assert results[0] == results[1] == results[2]
+
+
+def test_duplicate_counts_copy_and_source_not_article(store):
+    created, = store.assign([report("a1")])
+    dup = store.add_duplicate("d1", duplicate_of="a1", source="copier", event_time=T0 + 3600)
+    assert (dup.action, dup.story_id, dup.version) == ("duplicate_seen", created.story_id, 2)
+    assert dup.story["copies"] == 1 and dup.story["article_count"] == 1
+    assert "copier" in dup.story["sources"]
+    assert store.add_duplicate("d1", duplicate_of="a1", source="copier", event_time=T0 + 3600) == dup
+    with pytest.raises(UnknownArticle):
+        store.add_duplicate("d2", duplicate_of="never-seen", source="x", event_time=T0)
+
+
+def test_update_stays_in_story_and_recounts_entities(store):
+    created, = store.assign([report("a1")])
+    updated = store.update_article(report("a1-v2", day=0.1, title="Fire in Harbin: Wang Yi visits",
+                                          names=(("Harbin", "GPE"), ("Wang Yi", "PERSON"))), update_of="a1")
+    assert (updated.action, updated.story_id, updated.version) == ("article_updated", created.story_id, 2)
+    names = {e["canonical"] for e in updated.story["top_entities"]}
+    assert "Wang Yi" in names and "Li Qiang" not in names
+    assert updated.story["article_count"] == 1
+
+
+def test_close_expired_closes_once(store):
+    old, = store.assign([report("a1")])
+    store.assign([report("b1", day=40, **OTHER)])
+    closed = store.close_expired()
+    assert [(c.story_id, c.action, c.version) for c in closed] == [(old.story_id, "story_closed", 2)]
+    assert store.close_expired() == []
+    late, = store.assign([report("a2", day=40.1)])
+    assert late.story_id != old.story_id  # a closed story takes no new articles
+
+
+def test_drop_removes_every_key(store):
+    store.assign([report("a1"), report("b1", **OTHER)])
+    store.add_duplicate("d1", "a1", "copier", T0)
+    assert namespace_keys(store)
+    store.drop()
+    assert namespace_keys(store) == []
+
+
+def _assign_at_once(namespace, article_id, source, barrier, results):
+    store = StoryStore(redis.Redis.from_url(REDIS_URL), namespace, 3600, WINDOW)
+    barrier.wait()
+    change, = store.assign([report(article_id, source=source)])
+    results.put((article_id, change.story_id))
+
+
+def test_two_first_reports_at_once_make_one_story(client):
+    context = multiprocessing.get_context("spawn")
+    for _ in range(5):
+        namespace = "test-race-" + uuid.uuid4().hex
+        barrier, results = context.Barrier(2), context.Queue()
+        workers = [context.Process(target=_assign_at_once, args=(namespace, f"r{n}", f"outlet-{n}", barrier,
+                                                                    results)) for n in range(2)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join(60)
+            assert w.exitcode == 0
+        stories = dict(results.get(timeout=5) for _ in workers)
+        store = StoryStore(client, namespace, None, WINDOW)
+        try:
+            assert len(set(stories.values())) == 1, stories
+            replay = store.assign([report("r0"), report("r1")])
+            assert {c.story_id for c in replay} == set(stories.values())
+            assert max(c.story["article_count"] for c in replay) == 2  # neither assignment lost
+            assert sorted(max(replay, key=lambda c: c.version).story["sources"]) == ["outlet-0", "outlet-1"]
+        finally:
+            store.drop()

@@ -1,0 +1,114 @@
+"""Duplicate decisions on self-written fixtures, without Redis."""
+from worker.core.dedup import DedupInput, DedupOutcome, Evidence, IndexedArticle, decide
+from worker.core.fingerprint import fingerprint
+
+STORY = (
+    "Firefighters in Ashby spent the night battling a blaze at a disused grain warehouse near the railway "
+    "station. Nobody was hurt, the county fire service said, but smoke drifted over the town centre and "
+    "residents were told to keep their windows closed. The warehouse had been empty for six years and was due "
+    "to be turned into flats. Investigators will return on Thursday to establish how the fire started. "
+    "Trains between Ashby and Kelford were halted for three hours while crews worked near the tracks."
+)
+REWRITE = (
+    "Firefighters in Ashby spent all night fighting a blaze at a disused grain warehouse close to the railway "
+    "station. No one was hurt, the county fire service said, but smoke drifted across the town centre and "
+    "residents were asked to keep their windows shut. The warehouse had stood empty for six years and was "
+    "going to be turned into flats. Investigators will go back on Thursday to establish how the fire began. "
+    "Trains between Ashby and Kelford were stopped for three hours while crews worked next to the tracks."
+)
+INDEPENDENT = (
+    "A large fire destroyed much of the old grain store in Ashby late on Wednesday. Neighbours described "
+    "flames rising above the rooftops. The owner, a property developer, said plans for housing on the site "
+    "would now be reviewed. Police have not ruled out arson."
+)
+FORM = "Your subscription is almost ready. Check your inbox and click the link we sent to confirm it. Close"
+T0 = 1_700_000_000.0
+WINDOW = 7 * 86400
+
+
+def item(article_id, text, title="Fire at Ashby grain warehouse", url="https://ashby-news.example/fire", t=T0):
+    return DedupInput(article_id, url, title, text, "outlet", t)
+
+
+def indexed(inp: DedupInput) -> IndexedArticle:
+    fp = fingerprint(inp.canonical_url, inp.title, inp.text)
+    return IndexedArticle(inp.article_id, inp.event_time, fp.content_key, fp.level, fp.sketch, fp.title_words,
+                          fp.body_supports_title)
+
+
+def run(inp: DedupInput, evidence: Evidence, now=T0) -> DedupOutcome:
+    return decide(inp, fingerprint(inp.canonical_url, inp.title, inp.text), evidence, now, WINDOW)
+
+
+ORIGINAL = item("a1", STORY)
+
+
+def test_stored_outcome_is_returned_unchanged():
+    stored = DedupOutcome("a2", "a1", "near_copy", 0.9, None, {"by": "shingles"})
+    assert run(item("a2", STORY), Evidence(stored=stored, same_content=indexed(ORIGINAL))) is stored
+
+
+def test_same_url_same_content_is_exact_url():
+    out = run(item("a2", STORY), Evidence(same_url=indexed(ORIGINAL)))
+    assert (out.duplicate_of, out.kind, out.similarity) == ("a1", "exact_url", 1.0)
+
+
+def test_same_url_new_content_is_an_update_not_a_duplicate():
+    out = run(item("a2", STORY + " Update: the fire was started deliberately."), Evidence(same_url=indexed(ORIGINAL)))
+    assert out.duplicate_of is None and out.update_of == "a1"
+
+
+def test_exact_content_from_another_outlet_points_at_the_root():
+    copy_of_copy = IndexedArticle("a3", T0, indexed(ORIGINAL).content_key, duplicate_of="a1")
+    out = run(item("a4", STORY, url="https://other.example/x"), Evidence(same_content=copy_of_copy))
+    assert (out.duplicate_of, out.kind) == ("a1", "exact_content")
+
+
+def test_syndicated_copy_with_furniture_dateline_and_truncation_is_a_near_copy():
+    text = "Advertisement\n\nKELFORD (Wire) - " + STORY[: int(len(STORY) * 0.7)] + "\n\nShare this story."
+    out = run(item("a2", text, title="Warehouse blaze in Ashby", url="https://wire.example/1?utm_medium=rss"),
+              Evidence(candidates=(indexed(ORIGINAL),)))
+    assert (out.duplicate_of, out.kind) == ("a1", "near_copy")
+    assert out.matched["by"] == "shingles" and 0.72 <= out.similarity <= 1.0
+
+
+def test_html_entities_and_case_do_not_hide_a_copy():
+    text = STORY.replace("Ashby's", "Ashby&#8217;s").upper()
+    out = run(item("a2", text, url="https://b.example/2"), Evidence(candidates=(indexed(ORIGINAL),)))
+    assert out.duplicate_of == "a1"
+
+
+def test_sentence_by_sentence_rewrite_is_linked():
+    out = run(item("a2", REWRITE, url="https://c.example/3"), Evidence(candidates=(indexed(ORIGINAL),)))
+    assert out.duplicate_of == "a1" and out.kind in ("rewrite", "near_copy")
+
+
+def test_independent_report_is_not_a_duplicate():
+    out = run(item("a2", INDEPENDENT, url="https://d.example/4"), Evidence(candidates=(indexed(ORIGINAL),)))
+    assert out.duplicate_of is None and out.kind is None
+
+
+def test_pages_sharing_only_a_template_are_not_duplicates():
+    first = item("p1", FORM, title="Bridge repairs delayed again", url="https://e.example/1")
+    second = item("p2", FORM.replace("almost", "nearly"), title="School wins chess trophy", url="https://f.example/2")
+    out = run(second, Evidence(same_content=indexed(first), candidates=(indexed(first),)))
+    assert out.duplicate_of is None
+
+
+def test_samples_known_as_boilerplate_weigh_nothing():
+    fp = fingerprint("https://g.example/1", "Fire", STORY)
+    out = run(item("a2", STORY, url="https://g.example/1"),
+              Evidence(candidates=(indexed(ORIGINAL),), boilerplate=frozenset(fp.sketch)))
+    assert out.duplicate_of is None
+
+
+def test_entries_outside_the_window_are_ignored():
+    old = indexed(item("a1", STORY, t=T0 - 2 * WINDOW))
+    out = run(item("a2", STORY, url="https://h.example/1"), Evidence(same_content=old, candidates=(old,)))
+    assert out.duplicate_of is None
+
+
+def test_outcome_is_json_serialisable():
+    out = run(item("a2", STORY), Evidence(same_url=indexed(ORIGINAL)))
+    assert out.to_dict() == {"article_id": "a2", "duplicate_of": "a1", "kind": "exact_url", "similarity": 1.0,
+                             "update_of": None, "matched": {"by": "canonical_url"}}

