@@ -41,7 +41,7 @@ def stage_figures(settings: Settings, client: redis.Redis, lines: list[bytes], b
     pipeline = Pipeline(settings, client, f"bench-{uuid.uuid4().hex[:8]}", live=False,
                         extractor=EntityExtractor(batch_size=settings.ner_batch_size))
     pipeline.extractor.extract([("warm up", "Warm up the model.")])
-    totals = dict.fromkeys(("validate", "dedup", "enrich", "cluster"), 0.0)
+    totals = dict.fromkeys(("validate", "dedup", "enrich", "cluster", "record"), 0.0)
     try:
         for start in range(0, len(lines), batch):
             msgs = [Incoming(value=v, source=SourceRecord(topic=None, partition=None, offset=i, timestamp=None))
@@ -55,6 +55,8 @@ def stage_figures(settings: Settings, client: redis.Redis, lines: list[bytes], b
             totals["enrich"] += dt_
             _, dt_ = timed(pipeline.cluster, items)
             totals["cluster"] += dt_
+            _, dt_ = timed(pipeline.record, items, results)
+            totals["record"] += dt_
     finally:
         pipeline.drop_state()
     n = len(lines)
@@ -107,7 +109,7 @@ def main() -> int:
         if a.stream:
             out.update(stream_figures(lines))
         slowest = min(v for k, v in out.items() if k.endswith("_articles_per_s") and k[:-15] in
-                      ("validate", "dedup", "enrich", "cluster"))
+                      ("validate", "dedup", "enrich", "cluster", "record"))
         out["end_to_end_over_slowest_stage"] = round(out["batch_mode_articles_per_s"] / slowest, 3)
         print(json.dumps(out, indent=2))
     finally:

@@ -118,11 +118,7 @@ class Pipeline:
             self.deduplicate(fresh)
             self.enrich(fresh)
             self.cluster(fresh)
-            records = {}
-            for it in fresh:
-                results[it.index] = self._result(it)
-                records[it.article_id] = self._record(results[it.index])
-            self.decisions.save(records)
+            self.record(fresh, results)
         for index, original in repeats:
             results[index] = Result(decision=results[original.index].decision, redelivered=True)
         return [results[i] for i in range(len(batch))]
@@ -235,6 +231,14 @@ class Pipeline:
         a = it.article
         return ClusterInput(article_id=it.article_id, title=a.title, text=a.text or "", source=a.source, url=it.url,
                             event_time=it.event_time, entities=it.entities, language=a.lang)
+
+    def record(self, items: list[_Item], results: dict[int, Result]) -> None:
+        """Results of the decided articles, stored as decision records (what a redelivery gets back)."""
+        records = {}
+        for it in items:
+            results[it.index] = self._result(it)
+            records[it.article_id] = self._record(results[it.index])
+        self.decisions.save(records)
 
     # -- outputs ------------------------------------------------------------------------------------------
 
