@@ -85,9 +85,33 @@ class Pipeline:
         self._last_time: float | None = None
 
     def process(self, batch: list[Incoming]) -> list[Result]:
-        """Decide every message of the batch; raise DependencyUnavailable (retriable) and nothing is lost."""
-        with _redis_failures():
-            return self._process(batch)
+        """Decide every message of the batch; raise DependencyUnavailable (retriable) and nothing is lost.
+
+        A message that makes processing fail for any other reason (a poison message) is isolated by
+        processing the batch one message at a time, and dead-lettered with error class `processing`.
+        """
+        try:
+            with _redis_failures():
+                return self._process(batch)
+        except DependencyUnavailable:
+            raise
+        except Exception:  # noqa: BLE001 - anything else is a property of some message: find it
+            log.exception("batch_failed_isolating", records=len(batch))
+            return [result for msg in batch for result in self._process_alone(msg)]
+
+    def _process_alone(self, msg: Incoming) -> list[Result]:
+        try:
+            with _redis_failures():
+                return self._process([msg])
+        except DependencyUnavailable:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the poison message itself
+            log.error("poison_message", error=repr(exc), offset=msg.source.offset, partition=msg.source.partition)
+            letter = DeadLetter.build(msg.value or b"", error_class="processing", reason=f"processing failed: {exc!r}",
+                                      source=msg.source, worker_version=__version__,
+                                      keep_bytes=self.settings.dead_letter_keep_bytes)
+            return [Result(decision=Decision(id=_guess_id(msg.value), error=f"processing: {exc!r}"),
+                           dead_letter=letter)]
 
     def confirm_published(self, results: list[Result]) -> None:
         """Record that the batch's events are acknowledged, so a redelivery emits nothing new."""

@@ -1,0 +1,96 @@
+"""The pipeline on a real Redis, with a stand-in NER model (the model itself is tested in test_entities)."""
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+
+from worker.core.entities import Entity
+from worker.models import SourceRecord
+from worker.pipeline import Incoming, Pipeline
+from worker.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+
+class FakeExtractor:
+    """Tags the first word of each title as an ORG; raises on a poison title."""
+
+    def __init__(self):
+        self.calls = []
+
+    def extract(self, docs):
+        self.calls.append([title for title, _ in docs])
+        out = []
+        for title, _text in docs:
+            if "POISON" in title:
+                raise ValueError("model cannot handle this text")
+            word = title.split()[0]
+            out.append([Entity(text=word, label="ORG", start=0, end=len(word), canonical=word, field="title")])
+        return out
+
+
+def article(n: int, **over) -> dict:
+    body = f"Report number {n} about the harbour authority of town {n} and its new ferry timetable. " * 3
+    return {"id": f"a{n}", "url": f"https://news.example/{n}", "title": f"Town{n} ferry timetable changes",
+            "source": f"outlet{n}", "published_at": f"2026-03-{10 + n % 10:02d}T08:00:00Z", "text": body, **over}
+
+
+def incoming(docs: list) -> list[Incoming]:
+    return [Incoming(value=d if isinstance(d, bytes) else json.dumps(d).encode(),
+                     source=SourceRecord(topic="t", partition=0, offset=i, timestamp=None)) for i, d in enumerate(docs)]
+
+
+@pytest.fixture
+def pipeline(redis_client):
+    p = Pipeline(Settings(), redis_client, f"test-{uuid.uuid4().hex[:8]}", live=False, extractor=FakeExtractor())
+    yield p
+    p.drop_state()
+
+
+def test_poison_message_is_dead_lettered_and_the_rest_decided(pipeline):
+    docs = [article(1), article(2, title="POISON headline"), article(3)]
+    results = pipeline.process(incoming(docs))
+    assert [r.dead_letter is not None for r in results] == [False, True, False]
+    assert results[1].dead_letter.error_class == "processing" and "model cannot" in results[1].dead_letter.reason
+    assert results[0].decision.story_id and results[2].decision.story_id
+
+
+def test_same_id_twice_in_a_batch_decides_once(pipeline):
+    results = pipeline.process(incoming([article(1), article(1)]))
+    assert results[0].decision == results[1].decision
+    assert len(results[0].events) == 1 and results[1].events == [] and results[1].redelivered
+
+
+def test_redelivery_returns_the_stored_decision_and_emits_only_unacknowledged_events(pipeline):
+    first = pipeline.process(incoming([article(1)]))
+    again = pipeline.process(incoming([article(1)]))
+    assert again[0].redelivered and again[0].decision == first[0].decision
+    assert [e.version for e in again[0].events] == [e.version for e in first[0].events]  # never acknowledged
+    pipeline.confirm_published(first)
+    assert pipeline.process(incoming([article(1)]))[0].events == []
+
+
+def test_non_english_articles_skip_ner_but_are_clustered(pipeline):
+    results = pipeline.process(incoming([article(1, language="fr")]))
+    assert results[0].decision.entities == [] and results[0].ner_skipped_language == "fr"
+    assert results[0].decision.story_id
+    assert pipeline.extractor.calls == [[]]
+
+
+def test_duplicate_reuses_its_originals_entities_without_ner(pipeline):
+    original = article(1)
+    copy = {**original, "id": "copy", "url": "https://other.example/x?utm_source=rss", "source": "other"}
+    results = pipeline.process(incoming([original, copy]))
+    assert results[1].decision.duplicate_of == "a1"
+    assert results[1].decision.story_id == results[0].decision.story_id
+    assert [e.canonical for e in results[1].decision.entities] == ["Town1"]
+    assert pipeline.extractor.calls == [[original["title"]]]
+
+
+def test_missing_or_absurd_dates_fall_back_to_the_previous_articles_time(pipeline):
+    docs = [article(1), article(2, published_at=None, id="nodate"), article(3, published_at="1970-01-01", id="old")]
+    results = pipeline.process(incoming(docs))
+    seen = [r.events[0].story.first_seen for r in results]
+    assert seen[1] == seen[0] == seen[2]
