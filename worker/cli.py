@@ -29,9 +29,14 @@ def _settings() -> Settings:
 
 
 def _redis(settings: Settings) -> redis.Redis:
+    """A client for REDIS_URL; a cluster client (same interface) when SW_REDIS_CLUSTER is set."""
     tls = {"ssl_ca_certs": settings.redis_ssl_ca_certs} if settings.redis_ssl_ca_certs else {}
-    return redis.Redis.from_url(settings.redis_dsn, socket_timeout=settings.redis_timeout_s,
-                                socket_connect_timeout=settings.redis_timeout_s, health_check_interval=30, **tls)
+    timeouts = {"socket_timeout": settings.redis_timeout_s, "socket_connect_timeout": settings.redis_timeout_s}
+    if settings.redis_cluster:
+        from redis.cluster import RedisCluster
+
+        return RedisCluster.from_url(settings.redis_dsn, **timeouts, **tls)
+    return redis.Redis.from_url(settings.redis_dsn, health_check_interval=30, **timeouts, **tls)
 
 
 @click.group()

@@ -47,6 +47,7 @@ class Settings(BaseSettings):
     # Redis
     redis_url: SecretStr = Field(SecretStr("redis://127.0.0.1:6379/0"),
                                  validation_alias=AliasChoices("REDIS_URL", "SW_REDIS_URL"))
+    redis_cluster: bool = Field(False, description="REDIS_URL names a node of a Redis Cluster.")
     redis_namespace: str = Field("sw", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
     redis_timeout_s: float = Field(5.0, gt=0)
     redis_ssl_ca_certs: str | None = None

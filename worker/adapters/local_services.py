@@ -7,6 +7,7 @@ the default level (at RUST_LOG=info it writes gigabytes).
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -57,10 +58,16 @@ class LocalService:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def free_port(low: int | None = None, high: int | None = None) -> int:
+    """A free loopback port: any (kernel's choice), or one in [low, high)."""
+    if low is None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            return sock.getsockname()[1]
+    for port in random.sample(range(low, high), 200):
+        if not port_open(port) and not port_open(port + 10000):
+            return port
+    raise RuntimeError(f"no free port in [{low}, {high})")
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
@@ -119,6 +126,35 @@ def start_redis(port: int | None = None) -> LocalService:
                              "--enable-debug-command", "local"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     return _wait_ready(LocalService("redis", proc, port, log_path, workdir), timeout=15)
+
+
+def start_redis_cluster(nodes: int = 3) -> list[LocalService]:
+    """A private Redis Cluster of `nodes` masters on loopback (no replicas), slots spread by redis-cli."""
+    services: list[LocalService] = []
+    try:
+        for _ in range(nodes):
+            port = free_port(20000, 45000)  # cluster bus = port + 10000 must stay below 65536
+            workdir = Path(tempfile.mkdtemp(prefix="redis-cluster-"))
+            log_path = workdir / "redis.log"
+            proc = subprocess.Popen(
+                [shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                 "--save", "", "--appendonly", "no", "--dir", str(workdir), "--logfile", str(log_path),
+                 "--cluster-enabled", "yes", "--cluster-config-file", str(workdir / "nodes.conf")],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            services.append(_wait_ready(LocalService("redis-cluster", proc, port, log_path, workdir), timeout=15))
+        subprocess.run(["redis-cli", "--cluster", "create", *(s.address for s in services), "--cluster-replicas",
+                        "0", "--cluster-yes"], check=True, capture_output=True, timeout=60)
+        client = redis.Redis(port=services[0].port)
+        deadline = time.monotonic() + 30
+        while client.cluster("info").get("cluster_state") != "ok":
+            if time.monotonic() > deadline:
+                raise RuntimeError("cluster did not reach state ok")
+            time.sleep(0.2)
+        return services
+    except Exception:
+        for service in services:
+            service.stop()
+        raise
 
 
 def redis_answers(url: str) -> bool:
