@@ -21,7 +21,7 @@ from .adapters.dedup_index import DedupIndex
 from .adapters.story_store import StoryStore
 from .core.cluster import ClusterInput, StoryChange
 from .core.dedup import DedupInput, DedupOutcome
-from .core.entities import Entity, EntityExtractor
+from .core.entities import Entity, EntityExtractor, relocate
 from .core.normalize import article_id_for, canonical_url
 from .errors import DependencyUnavailable, InvalidMessage
 from .models import Article, ArticleRef, DeadLetter, Decision, EntityOut, SourceRecord, StoryEvent, StoryState
@@ -219,13 +219,14 @@ class Pipeline:
                 it.skipped_language = lang
                 continue
             to_tag.append(it)
-        for it, ents in zip(to_tag, self.extractor.extract([(it.article.title, it.article.text or "")
-                                                            for it in to_tag])):
-            it.entities = ents
+        if to_tag:
+            tagged = self.extractor.extract([(it.article.title, it.article.text or "") for it in to_tag])
+            for it, ents in zip(to_tag, tagged):
+                it.entities = ents
         originals = self._originals(items)
         for it in items:
             if it.dedup.duplicate_of:
-                it.entities = originals[it.dedup.duplicate_of]
+                it.entities = relocate(originals[it.dedup.duplicate_of], it.article.title, it.article.text or "")
 
     def _originals(self, items: list[_Item]) -> dict[str, list[Entity]]:
         """Entities of every original a duplicate in the batch points at (this batch or stored)."""

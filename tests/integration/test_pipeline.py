@@ -76,7 +76,7 @@ def test_non_english_articles_skip_ner_but_are_clustered(pipeline):
     results = pipeline.process(incoming([article(1, language="fr")]))
     assert results[0].decision.entities == [] and results[0].ner_skipped_language == "fr"
     assert results[0].decision.story_id
-    assert pipeline.extractor.calls == [[]]
+    assert pipeline.extractor.calls == []
 
 
 def test_duplicate_reuses_its_originals_entities_without_ner(pipeline):
@@ -86,6 +86,9 @@ def test_duplicate_reuses_its_originals_entities_without_ner(pipeline):
     assert results[1].decision.duplicate_of == "a1"
     assert results[1].decision.story_id == results[0].decision.story_id
     assert [e.canonical for e in results[1].decision.entities] == ["Town1"]
+    shifted = {**original, "id": "copy2", "url": "https://third.example/y", "title": "Wire: " + original["title"]}
+    moved = pipeline.process(incoming([shifted]))[0].decision
+    assert moved.duplicate_of == "a1" and [(e.start, e.end) for e in moved.entities] == [(6, 11)]
     assert pipeline.extractor.calls == [[original["title"]]]
 
 

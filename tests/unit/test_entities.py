@@ -65,3 +65,15 @@ def test_offsets_point_into_raw_fields(extractor):
 
 def test_empty_fields_give_no_entities(extractor):
     assert extractor.extract([("", ""), ("Nothing here", "")]) == [[], []]
+
+
+def test_relocate_moves_offsets_into_the_copy_and_drops_missing_mentions():
+    from worker.core.entities import Entity, relocate
+
+    original = [Entity("Putin", "PERSON", 0, 5, "Vladimir Putin", "text"),
+                Entity("Putin", "PERSON", 20, 25, "Vladimir Putin", "text"),
+                Entity("Kremlin", "ORG", 30, 37, "Kremlin", "text")]
+    copy_text = "MOSCOW - Putin spoke. Later Putin left."
+    moved = relocate(original, "", copy_text)
+    assert [(e.start, e.end) for e in moved] == [(9, 14), (28, 33)]
+    assert all(copy_text[e.start:e.end] == e.text for e in moved)

@@ -139,3 +139,26 @@ class EntityExtractor:
         canonical = canonical_names([(text, label) for _, _, _, label, text in spans])
         return [Entity(text=text, label=label, start=start, end=end, canonical=name, field=field)
                 for (field, start, end, label, text), name in zip(spans, canonical)]
+
+
+def relocate(entities: Sequence[Entity], title: str, text: str) -> list[Entity]:
+    """An original's entities placed in a copy's own title and text (duplicates are not run through NER).
+
+    The k-th mention of a surface form in the original maps to its k-th occurrence in the copy; a mention the
+    copy no longer contains (an edit, a truncation) is dropped, so offsets always point into the copy as given.
+    """
+    fields = {"title": title or "", "text": text or ""}
+    seen: Counter = Counter()
+    out: list[Entity] = []
+    for ent in sorted(entities, key=lambda e: (e.field, e.start)):
+        haystack = fields.get(ent.field, "")
+        start = -1
+        for _ in range(seen[(ent.field, ent.text)] + 1):
+            start = haystack.find(ent.text, start + 1)
+            if start < 0:
+                break
+        seen[(ent.field, ent.text)] += 1
+        if start >= 0:
+            out.append(Entity(text=ent.text, label=ent.label, start=start, end=start + len(ent.text),
+                              canonical=ent.canonical, field=ent.field))
+    return out
