@@ -148,3 +148,45 @@ def test_racing_replicas_admit_exactly_one_original_per_group(client):
         for o in outcomes:
             if o["duplicate_of"] is not None:
                 assert o["duplicate_of"] in originals[o["article_id"].split("-")[1]]
+
+
+def _interleave(first, second, batch):
+    """Make `second` commit `batch` between the gather and the commit of `first`'s next batch."""
+    commit = first._commit
+    done = []
+
+    def commit_after_other(*args, **kwargs):
+        if not done:
+            done.append(second.check_and_insert(batch))
+        return commit(*args, **kwargs)
+    first._commit = commit_after_other
+    return done
+
+
+def test_concurrent_commit_on_unrelated_fields_keeps_the_decisions(client):
+    ns = "test-dedup-" + uuid.uuid4().hex
+    a, b = DedupIndex(client, ns, None, WINDOW), DedupIndex(client, ns, None, WINDOW)
+    try:
+        other = _interleave(a, b, [art("b1", STORIES[1], "https://b.example/1", t=T0)])
+        out = a.check_and_insert([art("a1", STORIES[0], "https://a.example/1", t=T0),
+                                  art("a2", STORIES[0], "https://a.example/2", t=T0 + 1)])
+        assert other[0][0].duplicate_of is None
+        assert [(o.duplicate_of, o.kind) for o in out] == [(None, None), ("a1", "exact_content")]
+        assert a.stats["commit_retries"] == 1 and a.stats["regathers"] == 0
+        later = a.check_and_insert([art("b2", STORIES[1], "https://c.example/1", t=T0 + 2)])
+        assert later[0].duplicate_of == "b1"
+    finally:
+        a.drop()
+
+
+def test_concurrent_commit_on_a_field_read_decides_again(client):
+    ns = "test-dedup-" + uuid.uuid4().hex
+    a, b = DedupIndex(client, ns, None, WINDOW), DedupIndex(client, ns, None, WINDOW)
+    try:
+        other = _interleave(a, b, [art("b1", STORIES[0], "https://b.example/1", t=T0)])
+        out = a.check_and_insert([art("a1", STORIES[0][:300], "https://a.example/1", t=T0 + 1)])
+        assert other[0][0].duplicate_of is None
+        assert (out[0].duplicate_of, out[0].kind) == ("b1", "near_copy")
+        assert a.stats["regathers"] == 1
+    finally:
+        a.drop()

@@ -5,6 +5,8 @@ slot and the two scripts may touch several keys). Entries live in event-time gen
 so old ones leave by key expiry (live mode, `ttl_seconds`) or simply stop being read (batch mode):
 
     sw:{ns}:meta      HASH  ver (bumped by every commit), tmax (largest event time seen)
+    sw:{ns}:log       LIST  per commit (the last LOG_LENGTH), the fields it wrote: what a concurrent batch
+                            compares with the fields it read
     sw:{ns}:<g>:a     HASH  ref -> record: the stored decision, plus the sketch for originals
     sw:{ns}:<g>:u     HASH  url key -> ref of the article last seen at that canonical URL
     sw:{ns}:<g>:c     HASH  content key -> ref of the first original (or rewrite) with that content
@@ -15,9 +17,17 @@ so old ones leave by key expiry (live mode, `ttl_seconds`) or simply stop being 
 
 One batch is two round trips: GATHER (a read-only script returning, per item, its stored decision and the
 records it may match) and COMMIT (a script that applies the writes only if `ver` is unchanged). The decisions
-are made in between by the pure core, item by item, each seeing the earlier items of the batch; when a
-concurrent writer bumped `ver`, the batch is gathered and decided again. So every race has one winner and a
-batch decides exactly as the same items one at a time would.
+are made in between by the pure core, item by item, each seeing the earlier items of the batch. When a
+concurrent writer bumped `ver`, COMMIT answers with the fields written since: if none of them is a field this
+batch read (own refs, URL and content keys, sketch samples) and the new `tmax` changes no liveness the
+decisions used, the decisions stand as if made after that writer and the commit is simply retried at the new
+version; otherwise the batch is gathered and decided again. So every race has one winner and a batch decides
+exactly as the same items one at a time would. Each item counts boilerplate and looks for matches only in
+the generations that can be live for it, so the decisions do not depend on how a stream is cut into batches.
+
+Wire format: the samples of a batch travel as one packed binary argument, the writes as another, and each
+item's evidence comes back as one packed binary string (see `_GATHER`), which keeps redis-py's per-argument
+encoding and reply parsing out of the hot path.
 """
 from __future__ import annotations
 
@@ -34,61 +44,119 @@ from worker.core.dedup import DedupInput, DedupOutcome, Evidence, IndexedArticle
 from worker.core.fingerprint import Fingerprint, fingerprint
 
 DF_CAP = 4
+LOG_LENGTH = 16
 _REF = 8
 _GENERATIONS_PER_WINDOW = 4
+_DECODED_CACHE = 100_000
 
+# ARGV[1] = number of generations, ARGV[2] = items, each: own slot (2 bytes), lowest slot to read (2), ref (8),
+# url key (8),
+# content key (8), n samples (1), samples (4 each). Reply: ver, tmax, then per item one string:
+#   stored record, URL record (newest generation first)   each: length (4 bytes, 0 = none) + bytes
+#   content hits: count (1) + per hit: slot (2), length (4), record
+#   postings: count (2) + per posting: slot (2), sample index (1), ref count (1), refs (8 each)
+#   records:  count (2) + per record: slot (2), ref (8), length (4), record   (each record once per batch;
+#             none for the refs of a full posting)
+# ARGV[3] = length of a full posting (DF_CAP refs).
 _GATHER = """
 local n_gen = tonumber(ARGV[1])
-local function key(slot, part) return KEYS[1 + slot * 4 + part] end
+local blob = ARGV[2]
+local full = tonumber(ARGV[3])
+local A, U, C, X = {}, {}, {}, {}
+for s = 0, n_gen - 1 do
+  A[s] = KEYS[3 + s * 4]; U[s] = KEYS[4 + s * 4]; C[s] = KEYS[5 + s * 4]; X[s] = KEYS[6 + s * 4]
+end
+local function lp(v)
+  if v then return struct.pack('>I4', #v) .. v end
+  return '\\0\\0\\0\\0'
+end
 local out = {redis.call('HGET', KEYS[1], 'ver') or '0', redis.call('HGET', KEYS[1], 'tmax') or ''}
-local p = 2
-while p <= #ARGV do
-  local own, ref, url, content, n = tonumber(ARGV[p]), ARGV[p + 1], ARGV[p + 2], ARGV[p + 3], tonumber(ARGV[p + 4])
+local sent = {}
+local p = 1
+local len = #blob
+while p <= len do
+  local own, low = struct.unpack('>I2I2', blob, p)
+  local ref = string.sub(blob, p + 4, p + 11)
+  local url = string.sub(blob, p + 12, p + 19)
+  local content = string.sub(blob, p + 20, p + 27)
+  local n = string.byte(blob, p + 28)
   local samples = {}
-  for i = 1, n do samples[i] = ARGV[p + 4 + i] end
-  p = p + 5 + n
-  local stored = redis.call('HGET', key(own, 1), ref) or false
-  local by_url, by_content = false, false
-  for slot = n_gen - 1, 0, -1 do
-    local hit = redis.call('HGET', key(slot, 2), url)
-    if hit then by_url = redis.call('HGET', key(slot, 1), hit) or false; break end
+  local q = p + 29
+  for i = 1, n do samples[i] = string.sub(blob, q, q + 3); q = q + 4 end
+  p = q
+  local parts = {lp(redis.call('HGET', A[own], ref))}
+  local by_url = false
+  for slot = n_gen - 1, low, -1 do
+    local hit = redis.call('HGET', U[slot], url)
+    if hit then by_url = redis.call('HGET', A[slot], hit) or false; break end
   end
-  for slot = 0, n_gen - 1 do
-    local hit = redis.call('HGET', key(slot, 3), content)
-    if hit then by_content = redis.call('HGET', key(slot, 1), hit) or false; break end
+  parts[2] = lp(by_url)
+  local hits = {}
+  for slot = low, n_gen - 1 do
+    local hit = redis.call('HGET', C[slot], content)
+    if hit then
+      local rec = redis.call('HGET', A[slot], hit)
+      if rec then hits[#hits + 1] = struct.pack('>I2', slot) .. lp(rec) end
+    end
   end
-  local postings, records, seen = {}, {}, {}
+  parts[3] = string.char(#hits) .. table.concat(hits)
+  local postings, records = {}, {}
   if n > 0 then
-    for slot = 0, n_gen - 1 do
-      local values = redis.call('HMGET', key(slot, 4), unpack(samples))
+    for slot = low, n_gen - 1 do
+      local values = redis.call('HMGET', X[slot], unpack(samples))
       for i = 1, n do
         local refs = values[i]
         if refs then
-          postings[#postings + 1] = {samples[i], refs}
+          postings[#postings + 1] = struct.pack('>I2', slot) .. string.char(i - 1, #refs / 8) .. refs
+          -- a full posting is boilerplate on its own: its originals are never candidates
+          if #refs >= full then refs = '' end
           for j = 1, #refs, 8 do
-            local ref = string.sub(refs, j, j + 7)
-            if not seen[ref] then
-              seen[ref] = true
-              records[#records + 1] = ref
-              records[#records + 1] = redis.call('HGET', key(slot, 1), ref) or ''
+            local r = string.sub(refs, j, j + 7)
+            local k = struct.pack('>I2', slot) .. r
+            if not sent[k] then
+              sent[k] = true
+              local rec = redis.call('HGET', A[slot], r)
+              if rec then records[#records + 1] = k .. lp(rec) end
             end
           end
         end
       end
     end
   end
-  out[#out + 1] = {stored, by_url, by_content, postings, records}
+  parts[4] = struct.pack('>I2', #postings) .. table.concat(postings)
+  parts[5] = struct.pack('>I2', #records) .. table.concat(records)
+  out[#out + 1] = table.concat(parts)
 end
 return out
 """
 
+# ARGV: expected ver, now, ttl ('' for none), posting cap (bytes), log entry, writes. Writes, each: op
+# (a, u, c or x), slot (2 bytes), field length (1), field, value length (4), value.
+# Reply: {1} when applied; {0, ver, tmax, log entries written after the expected ver} otherwise (no entries
+# when the log no longer reaches back that far).
 _COMMIT = """
-if (redis.call('HGET', KEYS[1], 'ver') or '0') ~= ARGV[1] then return 0 end
+local ver = tonumber(redis.call('HGET', KEYS[1], 'ver') or '0')
+local expected = tonumber(ARGV[1])
+if ver ~= expected then
+  local behind = ver - expected
+  local entries = {}
+  if behind > 0 and behind <= redis.call('LLEN', KEYS[2]) then entries = redis.call('LRANGE', KEYS[2], -behind, -1) end
+  return {0, tostring(ver), redis.call('HGET', KEYS[1], 'tmax') or '', entries}
+end
 local cap, ttl = tonumber(ARGV[4]), tonumber(ARGV[3])
+local parts = {a = 0, u = 1, c = 2, x = 3}
 local touched = {}
-for i = 5, #ARGV, 4 do
-  local op, slot, f, v = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2], ARGV[i + 3]
-  local k = KEYS[1 + slot * 4 + ({a = 1, u = 2, c = 3, x = 4})[op]]
+local blob = ARGV[6]
+local p, len = 1, #blob
+while p <= len do
+  local op = string.sub(blob, p, p)
+  local slot = struct.unpack('>I2', blob, p + 1)
+  local flen = string.byte(blob, p + 3)
+  local f = string.sub(blob, p + 4, p + 3 + flen)
+  local vlen = struct.unpack('>I4', blob, p + 4 + flen)
+  local v = string.sub(blob, p + 8 + flen, p + 7 + flen + vlen)
+  p = p + 8 + flen + vlen
+  local k = KEYS[3 + slot * 4 + parts[op]]
   if op == 'c' then redis.call('HSETNX', k, f, v)
   elseif op == 'x' then
     local cur = redis.call('HGET', k, f) or ''
@@ -97,14 +165,19 @@ for i = 5, #ARGV, 4 do
   touched[k] = true
 end
 redis.call('HINCRBY', KEYS[1], 'ver', 1)
+redis.call('RPUSH', KEYS[2], ARGV[5])
+redis.call('LTRIM', KEYS[2], -tonumber(ARGV[7]), -1)
 local tmax = tonumber(redis.call('HGET', KEYS[1], 'tmax') or '-1e308')
 if tonumber(ARGV[2]) > tmax then redis.call('HSET', KEYS[1], 'tmax', ARGV[2]) end
 if ttl then
   for k in pairs(touched) do redis.call('EXPIRE', k, ttl) end
   redis.call('EXPIRE', KEYS[1], ttl)
+  redis.call('EXPIRE', KEYS[2], ttl)
 end
-return 1
+return {1}
 """
+
+_OPS = {"a": 0, "u": 1, "c": 2, "x": 3}
 
 
 class DedupIndex:
@@ -119,30 +192,51 @@ class DedupIndex:
         self._gather = client.register_script(_GATHER)
         self._commit = client.register_script(_COMMIT)
         self._tmax = -math.inf
+        self._decoded: dict[bytes, IndexedArticle] = {}
+        self.stats = {"batches": 0, "regathers": 0, "commit_retries": 0}
 
     def check_and_insert(self, items: Sequence[DedupInput]) -> list[DedupOutcome]:
         """Decide each item in order (later items see earlier ones of the same batch) and index the originals, atomically."""
         if not items:
             return []
         prints = [fingerprint(i.canonical_url, i.title, i.text) for i in items]
+        self.stats["batches"] += 1
         while True:
+            read_set = None
             gens = self._generations(items)
-            keys = [self._prefix + "meta"] + [self._prefix + f"{g}:{p}" for g in gens for p in "aucx"]
-            reply = self._gather(keys=keys, args=self._gather_args(items, prints, gens))
-            version, tmax = reply[0], float(reply[1]) if reply[1] else -math.inf
+            keys = [self._prefix + "meta", self._prefix + "log"] + [
+                self._prefix + f"{g}:{p}" for g in gens for p in "aucx"]
+            reply = self._gather(keys=keys, args=[len(gens), self._gather_blob(items, prints, gens), DF_CAP * _REF])
+            version, tmax = int(reply[0]), float(reply[1]) if reply[1] else -math.inf
             if self._gen(tmax) > gens[-1]:
                 self._tmax = tmax
                 continue
-            batch = _Batch(gens, tmax, self._window)
+            batch = _Batch(gens, self._gen, tmax, self._window, self._decoded)
             outcomes = [batch.decide(item, fp, raw, self._gen(item.event_time))
                         for item, fp, raw in zip(items, prints, reply[2:])]
+            if len(self._decoded) > _DECODED_CACHE:
+                self._decoded.clear()
             if not batch.writes:
                 return outcomes
-            args = [version, repr(batch.now), self._ttl if self._ttl else "", DF_CAP * _REF, *batch.writes]
-            if self._commit(keys=keys, args=args):
-                self._tmax = max(self._tmax, batch.now)
-                return outcomes
-            self._tmax = max(self._tmax, tmax)
+            writes = b"".join(batch.writes)
+            log_entry = b"".join(batch.written)
+            while True:
+                result = self._commit(keys=keys, args=[version, repr(batch.now), self._ttl or "", DF_CAP * _REF,
+                                                       log_entry, writes, LOG_LENGTH])
+                if result[0] == 1:
+                    self._tmax = max(self._tmax, batch.now)
+                    return outcomes
+                new_version, new_tmax, entries = int(result[1]), float(result[2]) if result[2] else -math.inf, result[3]
+                if read_set is None:
+                    read_set = _read_set(items, prints, batch.sensitive)
+                if (len(entries) == new_version - version and new_tmax <= batch.safe_tmax
+                        and self._gen(new_tmax) <= gens[-1] and all(_disjoint(e, read_set) for e in entries)):
+                    version = new_version          # nothing this batch read has changed: same decisions
+                    self.stats["commit_retries"] += 1
+                    continue
+                self._tmax = max(self._tmax, new_tmax)
+                self.stats["regathers"] += 1
+                break
 
     def drop(self) -> None:
         """Delete every key of the namespace (batch mode cleanup)."""
@@ -154,40 +248,54 @@ class DedupIndex:
             return 0
         return math.floor(event_time / self._generation)
 
-    def _generations(self, items: Sequence[DedupInput]) -> list[int]:
-        """Generations that may hold a live match for some item, plus each item's own (for its stored decision)."""
-        nows = []
+    def _live_generations(self, items: Sequence[DedupInput]) -> list[int]:
+        """Per item, the oldest generation that may hold a live match for it (at the `now` known here)."""
+        lows = []
         now = self._tmax
         for item in items:
             now = max(now, item.event_time)
-            nows.append(now)
-        low = self._gen(min(nows) - self._window) if math.isfinite(self._window) else self._gen(min(nows))
-        gens = set(range(low, self._gen(nows[-1]) + 1)) | {self._gen(i.event_time) for i in items}
+            lows.append(self._gen(now - self._window) if math.isfinite(self._window) else self._gen(now))
+        return lows
+
+    def _generations(self, items: Sequence[DedupInput]) -> list[int]:
+        """Generations that may hold a live match for some item, plus each item's own (for its stored decision)."""
+        gens = {self._gen(i.event_time) for i in items}
+        now = self._tmax
+        for item, low in zip(items, self._live_generations(items)):
+            now = max(now, item.event_time)
+            gens.update(range(low, self._gen(now) + 1))
         return sorted(gens)
 
-    def _gather_args(self, items, prints, gens) -> list:
+    def _gather_blob(self, items, prints, gens) -> bytes:
         slot = {g: s for s, g in enumerate(gens)}
-        args: list = [len(gens)]
-        for item, fp in zip(items, prints):
-            args += [slot[self._gen(item.event_time)], _ref(item.article_id), fp.url_key, fp.content_key,
-                     len(fp.sketch), *(_sample_bytes(s) for s in fp.sketch)]
-        return args
+        parts = []
+        for item, fp, low in zip(items, prints, self._live_generations(items)):
+            n = len(fp.sketch)
+            parts.append(struct.pack(">HH", slot[self._gen(item.event_time)], slot[low]) + _ref(item.article_id)
+                         + fp.url_key + fp.content_key + bytes((n,)) + struct.pack(f">{n}I", *fp.sketch))
+        return b"".join(parts)
 
 
 @dataclass
 class _Batch:
     """Decides the items of one batch in order over the gathered evidence plus the batch's own writes."""
     gens: list[int]
+    gen_of: object
     now: float
     window: float
+    decoded: dict
     writes: list = field(default_factory=list)
+    written: list = field(default_factory=list)         # tagged fields written, for concurrent batches
     records: dict = field(default_factory=dict)         # ref -> IndexedArticle written by this batch
-    urls: dict = field(default_factory=dict)            # url key -> (ref, content key)
+    urls: dict = field(default_factory=dict)            # url key -> ref
     contents: dict = field(default_factory=dict)        # content key -> ref
     postings: dict = field(default_factory=dict)        # (slot, sample) -> refs appended by this batch
     stored: dict = field(default_factory=dict)          # ref -> outcome decided in this batch
+    fetched: dict = field(default_factory=dict)         # (slot byte + ref) -> raw record gathered
+    safe_tmax: float = math.inf                          # a larger tmax could change a liveness used
+    sensitive: set = field(default_factory=set)         # samples read that were not (yet) boilerplate
 
-    def decide(self, item: DedupInput, fp: Fingerprint, raw: list, gen: int) -> DedupOutcome:
+    def decide(self, item: DedupInput, fp: Fingerprint, raw: bytes, gen: int) -> DedupOutcome:
         self.now = max(self.now, item.event_time)
         ref = _ref(item.article_id)
         evidence = self._evidence(ref, fp, raw)
@@ -196,52 +304,144 @@ class _Batch:
             self._write(ref, item, fp, outcome, self.gens.index(gen))
         return outcome
 
-    def _evidence(self, ref: bytes, fp: Fingerprint, raw: list) -> Evidence:
-        stored_raw, by_url, by_content, postings, flat_records = raw
+    def _live_from(self) -> tuple[int, float]:
+        """First slot that can hold live entries at `now`, and the tmax beyond which that slot would change."""
+        if not math.isfinite(self.window):
+            return 0, math.inf
+        low = self.gen_of(self.now - self.window)
+        first = next((s for s, g in enumerate(self.gens) if g >= low), len(self.gens))
+        generation = self.window / _GENERATIONS_PER_WINDOW
+        return first, (low + 1) * generation + self.window
+
+    def _record(self, raw: bytes) -> IndexedArticle:
+        rec = self.decoded.get(raw)
+        if rec is None:
+            rec = self.decoded[raw] = _decode_record(raw)
+        return rec
+
+    def _evidence(self, ref: bytes, fp: Fingerprint, raw: bytes) -> Evidence:
+        live_from, gen_bound = self._live_from()
+        if self.now < gen_bound:
+            self.safe_tmax = min(self.safe_tmax, math.nextafter(gen_bound, -math.inf))
+        stored_raw, p = _take(raw, 0)
+        by_url, p = _take(raw, p)
+        by_content = None
+        q = p + 1
+        for _ in range(raw[p]):
+            (slot,) = _U16.unpack_from(raw, q)
+            rec, q = _take(raw, q + 2)
+            if by_content is None and slot >= live_from:
+                by_content = rec
+        p = q
+        (n_postings,) = _U16.unpack_from(raw, p)
+        p += 2
+        postings = []
+        for _ in range(n_postings):
+            (slot,) = _U16.unpack_from(raw, p)
+            index, count = raw[p + 2], raw[p + 3]
+            postings.append((slot, index, raw[p + 4:p + 4 + count * _REF]))
+            p += 4 + count * _REF
+        (n_records,) = _U16.unpack_from(raw, p)
+        p += 2
+        for _ in range(n_records):
+            key = raw[p:p + 10]
+            rec, p = _take(raw, p + 10)
+            self.fetched[key] = rec
+
         stored = self.stored.get(ref) or (_decode_outcome(stored_raw) if stored_raw else None)
         same_url = None
         if fp.url_key in self.urls:
             same_url = self.records[self.urls[fp.url_key]]
         elif by_url:
-            same_url = _decode_record(by_url)
+            same_url = self._record(by_url)
         if by_content:
-            same_content = _decode_record(by_content)
+            same_content = self._record(by_content)
         else:
             same_content = self.records.get(self.contents.get(fp.content_key))
-        counts: dict[bytes, int] = {}
-        found: dict[bytes, list[IndexedArticle]] = {}
-        records = {ref: _decode_record(rec) for ref, rec in zip(flat_records[::2], flat_records[1::2]) if rec}
-        for sample, refs in postings:
+        counts: dict[int, int] = {}
+        found: dict[int, list[IndexedArticle]] = {}
+        sketch = fp.sketch
+        for slot, index, refs in postings:
+            if slot < live_from:
+                continue
+            sample = sketch[index]
             counts[sample] = counts.get(sample, 0) + len(refs) // _REF
-            found.setdefault(sample, []).extend(
-                records[r] for r in (refs[i:i + _REF] for i in range(0, len(refs), _REF)) if r in records)
-        own_samples = {_sample_bytes(s) for s in fp.sketch}
-        for (slot, sample), refs in self.postings.items():
-            if sample in own_samples:
-                counts[sample] = counts.get(sample, 0) + len(refs)
-                found.setdefault(sample, []).extend(self.records[r] for r in refs)
-        boilerplate = frozenset(_sample_int(s) for s, n in counts.items() if n >= DF_CAP)
+            lst = found.setdefault(sample, [])
+            slot_byte = _U16.pack(slot)
+            for i in range(0, len(refs), _REF):
+                rec = self.fetched.get(slot_byte + refs[i:i + _REF])
+                if rec is not None:
+                    lst.append(self._record(rec))
+        if self.postings:
+            own = set(sketch)
+            for (slot, sample), refs in self.postings.items():
+                if sample in own and slot >= live_from:
+                    counts[sample] = counts.get(sample, 0) + len(refs)
+                    found.setdefault(sample, []).extend(self.records[r] for r in refs)
+        boilerplate = frozenset(s for s, n in counts.items() if n >= DF_CAP)
+        self.sensitive.update(s for s in sketch if s not in boilerplate)   # more refs keep boilerplate so
         candidates = {a.article_id: a for s, arts in found.items() if counts[s] < DF_CAP for a in arts}
+        for other in (same_url, same_content, *candidates.values()):
+            if other is not None and other.event_time >= self.now - self.window:
+                self.safe_tmax = min(self.safe_tmax, other.event_time + self.window)
         return Evidence(stored, same_url, same_content, tuple(candidates.values()), boilerplate)
 
     def _write(self, ref: bytes, item: DedupInput, fp: Fingerprint, outcome: DedupOutcome, slot: int) -> None:
         self.stored[ref] = outcome
+        indexed = _indexed(outcome)
         record = IndexedArticle(item.article_id, item.event_time, fp.content_key, fp.level,
-                                fp.sketch if _indexed(outcome) else (), fp.title_words,
+                                fp.sketch if indexed else (), fp.title_words,
                                 fp.body_supports_title, outcome.duplicate_of)
         self.records[ref] = record
-        self.writes += ["a", slot, ref, _encode_record(record, outcome)]
+        self.writes.append(_op("a", slot, ref, _encode_record(record, outcome)))
         self.urls[fp.url_key] = ref
-        self.writes += ["u", slot, fp.url_key, ref]
-        if not _indexed(outcome):
+        self.writes.append(_op("u", slot, fp.url_key, ref))
+        self.written += [b"a" + ref, b"u" + fp.url_key]
+        if not indexed:
             return
         self.contents.setdefault(fp.content_key, ref)
-        self.writes += ["c", slot, fp.content_key, ref]
+        self.writes.append(_op("c", slot, fp.content_key, ref))
+        self.written.append(b"c" + fp.content_key)
         for anchor in fp.anchors:
             sample = _sample_bytes(anchor)
-            refs = self.postings.setdefault((slot, sample), [])
-            refs.append(ref)
-            self.writes += ["x", slot, sample, ref]
+            self.postings.setdefault((slot, anchor), []).append(ref)
+            self.writes.append(_op("x", slot, sample, ref))
+            self.written.append(b"x" + sample)
+
+
+_U16 = struct.Struct(">H")
+_U32 = struct.Struct(">I")
+_TAG_LEN = {ord("a"): _REF, ord("u"): 8, ord("c"): 8, ord("x"): 4}
+
+
+def _take(raw: bytes, p: int) -> tuple[bytes | None, int]:
+    """A length-prefixed value at p (None when empty) and the position after it."""
+    (n,) = _U32.unpack_from(raw, p)
+    return (raw[p + 4:p + 4 + n] if n else None), p + 4 + n
+
+
+def _op(op: str, slot: int, key: bytes, value: bytes) -> bytes:
+    return op.encode() + _U16.pack(slot) + bytes((len(key),)) + key + _U32.pack(len(value)) + value
+
+
+def _read_set(items, prints, samples) -> set[bytes]:
+    """The tagged fields (as writers log them) whose change could change a decision of the batch: its own
+    refs, URL and content keys, and the samples it read that were not boilerplate already (a posting only
+    grows, and a sample indexing DF_CAP originals stays boilerplate)."""
+    out = {b"x" + _sample_bytes(s) for s in samples}
+    for item, fp in zip(items, prints):
+        out.update((b"a" + _ref(item.article_id), b"u" + fp.url_key, b"c" + fp.content_key))
+    return out
+
+
+def _disjoint(entry: bytes, read_set: set[bytes]) -> bool:
+    p = 0
+    while p < len(entry):
+        n = _TAG_LEN[entry[p]]
+        if entry[p:p + 1 + n] in read_set:
+            return False
+        p += 1 + n
+    return True
 
 
 def _indexed(outcome: DedupOutcome) -> bool:
@@ -254,11 +454,7 @@ def _ref(article_id: str) -> bytes:
 
 
 def _sample_bytes(sample: int) -> bytes:
-    return struct.pack(">I", sample)
-
-
-def _sample_int(sample: bytes) -> int:
-    return struct.unpack(">I", sample)[0]
+    return _U32.pack(sample)
 
 
 def _encode_record(record: IndexedArticle, outcome: DedupOutcome) -> bytes:

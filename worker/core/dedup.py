@@ -106,7 +106,10 @@ def decide(item: DedupInput, fp: Fingerprint, evidence: Evidence, now: float, wi
 
 def _best_match(fp: Fingerprint, candidates: list[IndexedArticle], boilerplate: frozenset[int]):
     best, best_key = None, None
+    own = set(fp.sketch)
     for original in candidates:
+        if len(own.intersection(original.sketch)) < MIN_SHARED:
+            continue        # cannot classify: the kept samples are a subset of the sketches
         if _template_pair(fp, original):
             continue
         ov = overlap(fp.sketch, fp.level, original.sketch, original.level, boilerplate)

@@ -2,7 +2,8 @@
 
 Pure functions, no I/O. The content compared is the normalised body (the title when the body is absent):
 
-- `url_key` / `content_key`: 8-byte hashes of the canonical URL and of the case/space-insensitive content.
+- `url_key` / `content_key`: 8-byte hashes of the canonical URL and of the case/space-insensitive content
+  (the words of `normalize.words(normalize_text(...))` joined by single spaces).
 - `sketch`: word 3-shingles sampled by their hash (content-defined), so that a copy which keeps a part of
   the article (truncation, added head or tail) keeps the samples of that part. The sampling level is the
   smallest `j` with at most `SKETCH_SIZE` shingles whose hash has `j` trailing zero bits; two sketches are
@@ -11,15 +12,22 @@ Pure functions, no I/O. The content compared is the normalised body (the title w
   which survive truncation). A query looks up all its samples, so it finds an original by any shared anchor.
 - `title_words` / `body_supports_title`: whether the body is about the headline at all; a crawled page whose
   body is site furniture (sign-up forms, video lists) does not mention its own headline.
+
+Speed: tokenising and hashing are vectorised with numpy over the code points of the text. The tokens are
+exactly those of `words(normalize_text(text))` (only the normalisation steps that can change a token are
+applied; `tests/unit/test_fingerprint.py` checks the equivalence); a word's hash is a polynomial hash of its
+code points modulo 2**64 with a final mix, computed for all words at once from prefix sums.
 """
 from __future__ import annotations
 
+import html
+import unicodedata
 from dataclasses import dataclass
 
 import numpy as np
 import xxhash
 
-from worker.core.normalize import canonical_url, normalize_text, words
+from worker.core.normalize import _INVISIBLE, _QUOTES, _WORD as _WORD_RE, canonical_url
 
 SHINGLE_WORDS = 3
 SKETCH_SIZE = 96
@@ -54,19 +62,141 @@ def trailing_zeros(value: int) -> int:
     return (value & -value).bit_length() - 1 if value else 32
 
 
+# ---------------------------------------------------------------- tokens and word hashes (vectorised)
+
+_WORD, _CONNECTOR = 1, 2                       # character classes: [^\W_] and the in-word joiners ' . -
+_ASCII_CLASS = np.array([_WORD if chr(c).isalnum() else _CONNECTOR if chr(c) in "'.-" else 0
+                         for c in range(256)], np.int8)
+_ASCII_CLASS[128:] = 0
+_unicode_class: np.ndarray | None = None
+_ASCII_QUOTES = [(k, v) for k, v in ((chr(k), v) for k, v in _QUOTES.items()) if ord(k) < 128]
+
+_P = 0x100000001B3 * 0x9E3779B1 | 1           # odd multiplier of the polynomial word hash (invertible mod 2**64)
+_P_INV = pow(_P, -1, 1 << 64)
+_powers = np.ones(1, np.uint64)
+_inverse_powers = np.ones(1, np.uint64)
 _MIX = (np.uint64(0x9E3779B97F4A7C15), np.uint64(0xC2B2AE3D27D4EB4F), np.uint64(0x165667B19E3779F9))
 
 
-def shingle_hashes(tokens: list[str]) -> list[int]:
-    """32-bit hashes of word shingles in document order (one shingle for texts shorter than a shingle).
+def _unicode_classes() -> np.ndarray:
+    global _unicode_class
+    if _unicode_class is None:
+        table = np.fromiter((chr(c).isalnum() for c in range(0x110000)), bool, 0x110000).astype(np.int8)
+        for c in "'.-":
+            table[ord(c)] = _CONNECTOR
+        _unicode_class = table
+    return _unicode_class
 
-    Words are hashed once; a shingle's hash mixes its words' hashes (vectorised, wrapping uint64 arithmetic).
-    """
-    if not tokens:
-        return []
-    word_hashes = np.fromiter((xxhash.xxh3_64_intdigest(t.encode()) for t in tokens), np.uint64, len(tokens))
-    if len(tokens) < SHINGLE_WORDS:
-        word_hashes = np.concatenate([word_hashes, np.zeros(SHINGLE_WORDS - len(tokens), np.uint64)])
+
+def _prepare(text: str | None) -> str:
+    """The steps of `normalize_text` that can change a word token, then case folding (as `words` does)."""
+    if not text:
+        return ""
+    if "&" in text:
+        text = html.unescape(html.unescape(text))
+    if text.isascii():
+        for k, v in _ASCII_QUOTES:
+            if k in text:
+                text = text.replace(k, v)
+    else:
+        if not unicodedata.is_normalized("NFKC", text):
+            text = unicodedata.normalize("NFKC", text)
+        text = _INVISIBLE.sub("", text.translate(_QUOTES))
+    return text.casefold()
+
+
+def _table(n: int) -> tuple[np.ndarray, np.ndarray]:
+    global _powers, _inverse_powers
+    if len(_powers) < n:
+        size = max(n, 2 * len(_powers))
+        p = [1] * size
+        q = [1] * size
+        for i in range(1, size):
+            p[i] = p[i - 1] * _P & 0xFFFFFFFFFFFFFFFF
+            q[i] = q[i - 1] * _P_INV & 0xFFFFFFFFFFFFFFFF
+        _powers, _inverse_powers = np.array(p, np.uint64), np.array(q, np.uint64)
+    return _powers, _inverse_powers
+
+
+@dataclass(frozen=True)
+class _Words:
+    hashes: np.ndarray      # uint64 per word, in order
+    lengths: np.ndarray     # code points per word
+    joined: bytes           # UTF-8 of the words joined by single spaces
+
+
+def _words(text: str | None) -> _Words:
+    s = _prepare(text)
+    if s.isascii():
+        codes = np.frombuffer(s.encode("ascii"), np.uint8)
+        cls = _ASCII_CLASS[codes]
+    else:
+        codes = np.frombuffer(s.encode("utf-32-le", "surrogatepass"), np.uint32)
+        cls = _unicode_classes()[codes]
+    n = len(codes)
+    is_word = cls == _WORD
+    in_token = is_word.copy()
+    if n > 2:
+        in_token[1:-1] |= (cls[1:-1] == _CONNECTOR) & is_word[:-2] & is_word[2:]
+    padded = np.zeros(n + 2, bool)
+    padded[1:-1] = in_token
+    bounds = np.flatnonzero(padded[1:] != padded[:-1])
+    starts, ends = bounds[::2], bounds[1::2]
+    if not len(starts):
+        return _Words(np.zeros(0, np.uint64), np.zeros(0, np.int64), b"")
+    powers, inverse = _table(n)
+    # (array arithmetic on unsigned integers wraps modulo 2**64 without a warning)
+    prefix = np.zeros(n + 1, np.uint64)
+    np.cumsum(codes.astype(np.uint64) * powers[:n], out=prefix[1:])
+    lengths = ends - starts
+    h = (prefix[ends] - prefix[starts]) * inverse[starts]
+    h ^= lengths.astype(np.uint64) * _MIX[1]
+    h ^= h >> np.uint64(31)
+    h *= _MIX[0]
+    h ^= h >> np.uint64(29)
+    h *= _MIX[2]
+    h ^= h >> np.uint64(32)
+    spaced = codes.copy()
+    spaced[starts[1:] - 1] = 32
+    in_token[starts[1:] - 1] = True
+    kept = spaced[in_token]
+    joined = kept.tobytes() if codes.dtype == np.uint8 else kept.tobytes().decode("utf-32-le").encode("utf-8")
+    return _Words(h, lengths, joined)
+
+
+_M64 = 0xFFFFFFFFFFFFFFFF
+_MIX_INT = tuple(int(m) for m in _MIX)
+
+
+def _word_hash(word: str) -> int:
+    """The hash `_words` gives a word, for a few words (headlines) without numpy's per-call overhead."""
+    codes = word.encode() if word.isascii() else \
+        np.frombuffer(word.encode("utf-32-le", "surrogatepass"), np.uint32).tolist()
+    raw = 0
+    for c in reversed(codes):
+        raw = (raw * _P + c) & _M64
+    h = raw ^ (len(codes) * _MIX_INT[1] & _M64)
+    h ^= h >> 31
+    h = h * _MIX_INT[0] & _M64
+    h ^= h >> 29
+    h = h * _MIX_INT[2] & _M64
+    return h ^ (h >> 32)
+
+
+def _headline(title: str | None) -> list[int]:
+    """Hashes of the headline's longer words, in order."""
+    return [_word_hash(w) for w in _WORD_RE.findall(_prepare(title)) if len(w) >= MIN_TITLE_WORD_LEN]
+
+
+def content_text(text: str | None) -> str:
+    """The words of `text` joined by single spaces (what `content_key` hashes)."""
+    return _words(text).joined.decode("utf-8")
+
+
+def _shingles(word_hashes: np.ndarray) -> np.ndarray:
+    """32-bit hashes of word shingles in document order (one shingle for texts shorter than a shingle)."""
+    if len(word_hashes) < SHINGLE_WORDS:
+        word_hashes = np.concatenate([word_hashes, np.zeros(SHINGLE_WORDS - len(word_hashes), np.uint64)])
     n = len(word_hashes) - SHINGLE_WORDS + 1
     with np.errstate(over="ignore"):
         h = np.zeros(n, np.uint64)
@@ -75,49 +205,74 @@ def shingle_hashes(tokens: list[str]) -> list[int]:
         h ^= h >> np.uint64(29)
         h *= _MIX[0]
         h ^= h >> np.uint64(32)
-    return (h & np.uint64(_MASK32)).tolist()
+    return (h & np.uint64(_MASK32)).astype(np.uint32)
 
 
-def sample(hashes: list[int]) -> tuple[int, tuple[int, ...]]:
+def shingle_hashes(tokens: list[str]) -> list[int]:
+    """32-bit hashes of the word shingles of a token list (as `fingerprint` computes them for a text)."""
+    if not tokens:
+        return []
+    return _shingles(_words(" ".join(tokens)).hashes).tolist()
+
+
+def _trailing_zeros(values: np.ndarray) -> np.ndarray:
+    v = values.astype(np.uint32)
+    low = v & (~v + np.uint32(1))
+    tz = np.log2(np.where(low == 0, 1, low)).astype(np.int64)
+    return np.where(v == 0, 32, tz)
+
+
+def _sample(hashes: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
+    order = np.argsort(hashes, kind="stable")
+    ordered = hashes[order]
+    first = np.ones(len(hashes), bool)
+    first[1:] = ordered[1:] != ordered[:-1]
+    distinct = hashes[np.sort(order[first])]
+    zeros = _trailing_zeros(distinct)
+    level = 0 if len(distinct) <= SKETCH_SIZE else int(-np.partition(-zeros, SKETCH_SIZE)[SKETCH_SIZE]) + 1
+    kept = zeros >= level
+    return level, distinct[kept], zeros[kept]
+
+
+def sample(hashes) -> tuple[int, tuple[int, ...]]:
     """(level, samples): the shingle samples at the lowest level that keeps at most SKETCH_SIZE."""
-    distinct = list(dict.fromkeys(hashes))
-    zeros = [trailing_zeros(h) for h in distinct]
-    level = 0 if len(distinct) <= SKETCH_SIZE else sorted(zeros, reverse=True)[SKETCH_SIZE] + 1
-    return level, tuple(h for h, z in zip(distinct, zeros) if z >= level)
+    if not len(hashes):
+        return 0, ()
+    level, samples, _ = _sample(np.asarray(hashes, np.uint32))
+    return level, tuple(samples.tolist())
+
+
+def _anchors(samples: np.ndarray, zeros: np.ndarray) -> tuple[int, ...]:
+    ranked = samples[np.lexsort((samples, -zeros))[:RANKED_ANCHORS]].tolist()
+    return tuple(dict.fromkeys(ranked + samples[:HEAD_ANCHORS].tolist()))
 
 
 def choose_anchors(sketch: tuple[int, ...]) -> tuple[int, ...]:
-    ranked = sorted(sketch, key=lambda h: (-trailing_zeros(h), h))[:RANKED_ANCHORS]
-    return tuple(dict.fromkeys(ranked + list(sketch[:HEAD_ANCHORS])))
-
-
-def title_word_hashes(title: str) -> frozenset[int]:
-    long_words = [w for w in words(title) if len(w) >= MIN_TITLE_WORD_LEN]
-    return frozenset(xxhash.xxh3_64_intdigest(w.encode()) & 0xFFFF for w in long_words[:TITLE_WORDS])
-
-
-def supports_title(title: str, body_tokens: list[str]) -> bool:
-    """True when enough of the headline's longer words occur in the body (or there is nothing to check)."""
-    headline = {w for w in words(title) if len(w) >= MIN_TITLE_WORD_LEN}
-    if not headline or not body_tokens:
-        return True
-    body = set(body_tokens)
-    return sum(w in body for w in headline) / len(headline) >= SUPPORT_THRESHOLD
+    samples = np.asarray(sketch, np.uint32)
+    return _anchors(samples, _trailing_zeros(samples))
 
 
 def fingerprint(url: str, title: str, text: str) -> Fingerprint:
-    title_n = normalize_text(title)
-    body_tokens = words(normalize_text(text))
-    content_tokens = body_tokens or words(title_n)
-    level, sketch = sample(shingle_hashes(content_tokens))
+    body = _words(text)
+    content = body if len(body.hashes) else _words(title)
+    if len(content.hashes):
+        level, samples, zeros = _sample(_shingles(content.hashes))
+        sketch, anchors = tuple(samples.tolist()), _anchors(samples, zeros)
+    else:
+        level, sketch, anchors = 0, (), ()
+    headline = _headline(title)
+    supported = True
+    if headline and len(body.hashes):
+        wanted = set(headline)
+        supported = len(wanted.intersection(body.hashes.tolist())) / len(wanted) >= SUPPORT_THRESHOLD
     return Fingerprint(
         url_key=xxhash.xxh3_64_digest(canonical_url(url).encode()),
-        content_key=xxhash.xxh3_64_digest(" ".join(content_tokens).encode()),
+        content_key=xxhash.xxh3_64_digest(content.joined),
         level=level,
         sketch=sketch,
-        anchors=choose_anchors(sketch),
-        title_words=title_word_hashes(title_n),
-        body_supports_title=supports_title(title_n, body_tokens),
+        anchors=anchors,
+        title_words=frozenset(h & 0xFFFF for h in headline[:TITLE_WORDS]),
+        body_supports_title=bool(supported),
     )
 
 
@@ -125,23 +280,37 @@ def overlap(a: tuple[int, ...], a_level: int, b: tuple[int, ...], b_level: int,
             ignore: frozenset[int] = frozenset()) -> Overlap:
     """Compare two sketches at their common level, leaving out samples known to be boilerplate."""
     level = max(a_level, b_level)
-    a_kept = [h for h in a if trailing_zeros(h) >= level and h not in ignore]
-    b_kept = [h for h in b if trailing_zeros(h) >= level and h not in ignore]
-    shared = set(a_kept) & set(b_kept)
+    mask = (1 << level) - 1        # trailing_zeros(h) >= level  <=>  not h & mask
+    a_kept = _kept(a, a_level, level, mask, ignore)
+    b_kept = _kept(b, b_level, level, mask, ignore)
     if not a_kept or not b_kept:
         return Overlap(0, 0.0, 0.0, 0.0)
-    union = len(set(a_kept) | set(b_kept))
+    a_set = set(a_kept)
+    shared = a_set.intersection(b_kept)
+    n_shared = len(shared)
+    if not n_shared:
+        return Overlap(0, 0.0, 0.0, 0.0)
+    union = len(a_set.union(b_kept))
     return Overlap(
-        shared=len(shared),
-        containment=len(shared) / min(len(a_kept), len(b_kept)),
-        jaccard=len(shared) / union,
+        shared=n_shared,
+        containment=n_shared / min(len(a_kept), len(b_kept)),
+        jaccard=n_shared / union,
         spread=min(_quarters_hit(a_kept, shared), _quarters_hit(b_kept, shared)),
     )
 
 
-def _quarters_hit(samples: list[int], shared: set[int]) -> float:
-    quarters = {4 * i // len(samples) for i, h in enumerate(samples) if h in shared}
-    return len(quarters) / min(4, len(samples))
+def _kept(samples, own_level: int, level: int, mask: int, ignore: frozenset[int]):
+    if level > own_level:
+        samples = [h for h in samples if not h & mask]
+    if ignore:
+        samples = [h for h in samples if h not in ignore]
+    return samples
+
+
+def _quarters_hit(samples, shared: set[int]) -> float:
+    n = len(samples)
+    quarters = {4 * i // n for i, h in enumerate(samples) if h in shared}
+    return len(quarters) / min(4, n)
 
 
 def title_relatedness(a: frozenset[int], b: frozenset[int]) -> float:
