@@ -102,6 +102,11 @@ class DevStack:
         ensure_topics(self.settings, partitions=self.partitions)
         self.redis = redis.Redis.from_url(redis_url)
 
+    @property
+    def broker(self) -> LocalService | None:
+        """The tansu broker this stack started (None when it uses a configured one): fault tests pause it."""
+        return next((s for s in self._services if s.name == "tansu"), None)
+
     # -- workers ------------------------------------------------------------------------------------------
 
     def start_worker(self, env: dict[str, str] | None = None) -> WorkerProcess:

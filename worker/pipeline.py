@@ -18,8 +18,8 @@ import structlog
 from . import __version__
 from .adapters.decision_log import DecisionLog
 from .adapters.dedup_index import DedupIndex
-from .adapters.story_store import StoryStore
-from .core.cluster import ClusterInput, StoryChange
+from .adapters.story_store import StoreConflict, StoryStore, UnknownArticle
+from .core.cluster import ClusterConfig, ClusterInput, StoryChange
 from .core.dedup import DedupInput, DedupOutcome
 from .core.entities import Entity, EntityExtractor, relocate
 from .core.normalize import article_id_for, canonical_url
@@ -80,9 +80,13 @@ class Pipeline:
         self.live = live
         self.extractor = extractor
         self.dedup = DedupIndex(client, namespace, ttl, settings.dedup_window_s)
-        self.stories = StoryStore(client, namespace, ttl, settings.story_window_s)
+        config = ClusterConfig() if settings.story_embeddings else ClusterConfig(embed_weight=0.0)
+        self.stories = StoryStore(client, namespace, ttl, settings.story_window_s, config=config)
         self.decisions = DecisionLog(client, namespace, ttl)
+        self.client = client
         self._last_time: float | None = None
+        self._pending_since: dict[str, float] = {}  # originals of duplicates not decided yet (another replica)
+        self._redis_run_id: str | None = None
 
     def process(self, batch: list[Incoming]) -> list[Result]:
         """Decide every message of the batch; raise DependencyUnavailable (retriable) and nothing is lost.
@@ -117,12 +121,23 @@ class Pipeline:
         """Record that the batch's events are acknowledged, so a redelivery emits nothing new."""
         with _redis_failures():
             self.decisions.mark_published({r.decision.id: self._record(r) for r in results
-                                           if r.decision.id and not r.dead_letter and not r.redelivered})
+                                           if r.decision.id and not r.dead_letter and r.events})
 
     def close_expired(self) -> list[StoryEvent]:
         """story_closed events for stories that left the active window."""
         with _redis_failures():
             return [self._event(change, None) for change in self.stories.close_expired()]
+
+    def check_redis_identity(self) -> None:
+        """Warn when Redis restarted since the last check: without persistence its state is gone."""
+        with _redis_failures():
+            info = self.client.info("server")
+        run_id = info.get("run_id") if isinstance(info, dict) else None
+        if run_id and self._redis_run_id and run_id != self._redis_run_id:
+            log.warning("redis_restarted", previous_run_id=self._redis_run_id, run_id=run_id,
+                        consequence="dedup fingerprints, story state and decision records written before are lost "
+                                    "unless Redis persists (AOF) or failed over to a replica")
+        self._redis_run_id = run_id or self._redis_run_id
 
     def drop_state(self) -> None:
         """Delete all Redis state of this namespace (batch mode)."""
@@ -234,10 +249,17 @@ class Pipeline:
         wanted = {it.dedup.duplicate_of for it in items if it.dedup.duplicate_of}
         out = {a: in_batch[a].entities for a in wanted if a in in_batch}
         stored = self.decisions.load(sorted(wanted - out.keys()))
+        now = time.monotonic()
         for a in wanted - out.keys():
-            if a not in stored:
+            if a in stored:
+                self._pending_since.pop(a, None)
+                out[a] = [Entity(**e) for e in stored[a]["decision"]["entities"]]
+            elif now - self._pending_since.setdefault(a, now) < self.settings.original_wait_s:
                 raise OriginalPending(f"original {a} of a duplicate is not decided yet")
-            out[a] = [Entity(**e) for e in stored[a]["decision"]["entities"]]
+            else:  # its record is gone (expired, or Redis lost its data): the copy goes on without it
+                log.warning("original_missing", original=a, waited_s=self.settings.original_wait_s)
+                self._pending_since.pop(a, None)
+                out[a] = []
         return out
 
     def cluster(self, items: list[_Item]) -> None:
@@ -245,11 +267,15 @@ class Pipeline:
         for it, change in zip(new, self.stories.assign([self._cluster_input(it) for it in new])):
             it.change = change
         for it in items:
-            if it.dedup.duplicate_of:
-                it.change = self.stories.add_duplicate(it.article_id, it.dedup.duplicate_of, it.article.source,
-                                                       it.event_time)
-            elif it.dedup.update_of:
-                it.change = self.stories.update_article(self._cluster_input(it), it.dedup.update_of)
+            try:
+                if it.dedup.duplicate_of:
+                    it.change = self.stories.add_duplicate(it.article_id, it.dedup.duplicate_of, it.article.source,
+                                                           it.event_time)
+                elif it.dedup.update_of:
+                    it.change = self.stories.update_article(self._cluster_input(it), it.dedup.update_of)
+            except UnknownArticle as exc:  # the original's story expired or was lost: start from this article
+                log.warning("original_story_missing", article=it.article_id, reason=str(exc))
+                it.change = self.stories.assign([self._cluster_input(it)])[0]
 
     @staticmethod
     def _cluster_input(it: _Item) -> ClusterInput:
@@ -296,11 +322,13 @@ class Pipeline:
 
 @contextlib.contextmanager
 def _redis_failures():
-    """Redis connection trouble is retriable: the batch is retried, nothing is committed."""
+    """Redis trouble is retriable: the batch is retried, nothing is committed."""
     try:
         yield
-    except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, redis.ReadOnlyError) as exc:
+    except redis.RedisError as exc:  # unreachable, loading, read-only replica, out of memory: never the message
         raise DependencyUnavailable(f"Redis unavailable: {exc!r}") from exc
+    except StoreConflict as exc:
+        raise DependencyUnavailable(f"story state kept changing under this batch: {exc}") from exc
 
 
 def _guess_id(value: bytes | None) -> str | None:

@@ -59,6 +59,7 @@ class StreamWorker:
         self.stats = Stats()
         self._stop = threading.Event()
         self._beat_at = 0.0
+        self._kafka_timeout_ms = int(settings.produce_timeout_s * 1000)
 
     def request_stop(self, *_args) -> None:
         if not self._stop.is_set():
@@ -158,7 +159,9 @@ class StreamWorker:
             tp = TopicPartition(r.topic, r.partition)
             offsets[tp] = max(offsets[tp], r.offset + 1)
         try:
-            consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()})
+            # Bounded (a KafkaTimeoutError retries the batch): unbounded, an outage would stall the loop here.
+            consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()},
+                            timeout_ms=self._kafka_timeout_ms)
         except CommitFailedError:
             raise
         except KafkaError as exc:
@@ -167,6 +170,7 @@ class StreamWorker:
     def _periodic(self, consumer: KafkaConsumer) -> None:
         """Stats line, and story_closed events for stories that left the active window."""
         try:
+            self.pipeline.check_redis_identity()
             closed = self.pipeline.close_expired()
             if closed:
                 self.publisher.publish((self.settings.output_topic, e.story_id.encode(),
@@ -175,7 +179,7 @@ class StreamWorker:
         except DependencyUnavailable as exc:
             log.warning("close_expired_failed", reason=str(exc))
         try:
-            current_lag = lag(consumer)
+            current_lag = lag(consumer, timeout_ms=self._kafka_timeout_ms)
         except KafkaError:
             current_lag = None
         log.info("stats", **self.stats.snapshot(), lag=current_lag)

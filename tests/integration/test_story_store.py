@@ -1,4 +1,5 @@
 """StoryStore on a real Redis (REDIS_URL, default redis://127.0.0.1:6379/0), one fresh namespace per test."""
+import json
 import multiprocessing
 import os
 import uuid
@@ -121,7 +122,8 @@ def test_drop_removes_every_key(store):
 
 
 def _assign_at_once(namespace, article_id, source, barrier, results):
-    store = StoryStore(redis.Redis.from_url(REDIS_URL), namespace, 3600, WINDOW)
+    # A stand-in embedder: loading the real model after the barrier would spread the two claims apart.
+    store = StoryStore(redis.Redis.from_url(REDIS_URL), namespace, 3600, WINDOW, embedder=_FakeEmbedder())
     barrier.wait()
     change, = store.assign([report(article_id, source=source)])
     results.put((article_id, change.story_id))
@@ -140,7 +142,7 @@ def test_two_first_reports_at_once_make_one_story(client):
             w.join(60)
             assert w.exitcode == 0
         stories = dict(results.get(timeout=5) for _ in workers)
-        store = StoryStore(client, namespace, None, WINDOW)
+        store = StoryStore(client, namespace, None, WINDOW, embedder=_FakeEmbedder())
         try:
             assert len(set(stories.values())) == 1, stories
             replay = store.assign([report("r0"), report("r1")])
@@ -149,3 +151,46 @@ def test_two_first_reports_at_once_make_one_story(client):
             assert sorted(max(replay, key=lambda c: c.version).story["sources"]) == ["outlet-0", "outlet-1"]
         finally:
             store.drop()
+
+
+class _FakeEmbedder:
+    """Stands in for the ONNX model: a fixed unit vector per title, and a count of what it was asked."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def embed(self, leads):
+        self.calls += len(leads)
+        out = []
+        for lead in leads:
+            vector = [0.0] * 384
+            vector[0] = 1.0
+            vector[1 + sum(map(ord, lead.split(".")[0])) % 300] = 1.0
+            out.append([x / 2 ** 0.5 for x in vector])
+        return out
+
+
+def test_lead_embeddings_running_mean_and_batch_cut(client):
+    items = [report("a1"), report("b1", day=0.1, **OTHER), report("a2", day=0.2), report("b2", day=0.3, **OTHER),
+             report("a3", day=0.4, title="Harbin warehouse fire: owner questioned")]
+    results = []
+    for cut in (1, 2, 5):
+        embedder = _FakeEmbedder()
+        store = StoryStore(client, "test-" + uuid.uuid4().hex, None, WINDOW, embedder=embedder)
+        try:
+            changes = []
+            for i in range(0, len(items), cut):
+                changes += store.assign(items[i:i + cut])
+            again = store.assign(items)  # redelivery: the records answer, nothing is embedded again
+            assert [c.to_dict() for c in again] == [c.to_dict() for c in changes]
+            assert embedder.calls == len(items)
+            sums = client.hgetall(store._key("embsum"))
+            assert int(sums[b"n"]) == len(items) and int(sums[b"0"]) == len(items) * round(127 / 2 ** 0.5)
+            state = json.loads(client.get(store._key("story", changes[0].story_id)))
+            assert state["emb_n"] == 3 and len(state["emb_members"]) == 3
+            results.append([(c.story_id, c.score) for c in changes])
+        finally:
+            store.drop()
+    assert results[0] == results[1] == results[2]
+    ids = [s for s, _ in results[0]]
+    assert ids[0] == ids[2] == ids[4] != ids[1] == ids[3]

@@ -1,8 +1,13 @@
 """Similarity and assignment on self-written fixtures, driven through the pure core in memory."""
+import base64
 from collections import Counter
 
+import pytest
+
 from worker.core.cluster import (DAY, ClusterConfig, ClusterInput, add_copy, article_features, decide,
-                                 df_keys, merge_article, new_story, public_view, rank_candidates, weigh)
+                                 df_keys, embedding_counts, embedding_mean, embedding_score, merge_article,
+                                 new_story, numbers_of, public_view, rank_candidates, similarity, weigh)
+from worker.core.embedding import DIM, dequantize, lead_of, quantize
 from worker.core.entities import Entity
 
 CONFIG = ClusterConfig()
@@ -129,3 +134,102 @@ def test_story_state_stays_current():
 def test_numeric_entities_carry_no_weight():
     item = article("n", "t", "x", [("Tuesday", "DATE"), ("12", "CARDINAL"), ("Harbin", "GPE")])
     assert set(article_features(item, CONFIG).entities) == {"e:harbin"}
+
+
+# ---- lead years and lead embeddings ---------------------------------------------------------------------------
+
+def _dated(article_id, title, text, names, years=()):
+    """Like `article`, with one DATE entity per year at the start of the text (a dateline)."""
+    item = article(article_id, title, text, names)
+    dates = [Entity(text=f"May 2, {y}", label="DATE", start=0, end=11, canonical=f"May 2, {y}", field="text")
+             for y in years]
+    return ClusterInput(item.article_id, item.title, item.text, item.source, item.url, item.event_time,
+                        list(item.entities) + dates, item.language, item.embedding)
+
+
+def _score(first, second, config=CONFIG):
+    f1 = weigh(article_features(first, config), Counter(), 0, config)
+    story = new_story("s", first, f1, config)
+    f2 = weigh(article_features(second, config), Counter(df_keys(f1)), 1, config)
+    return decide(f2, [story], config), similarity(f2, story, config)[0]
+
+
+def test_a_lead_year_no_report_of_the_story_names_pulls_the_score_down():
+    text = "The navy captured pirates in the Gulf of Aden after a chase, officials said."
+    names = [("Gulf of Aden", "LOC"), ("India", "GPE")]
+    base = _dated("a", "Navy captures pirates", text, names, years=["2008"])
+    same = _score(base, _dated("b", "Navy captures pirates", text, names, years=["2008"]))[1]
+    other = _score(base, _dated("c", "Navy captures pirates", text, names, years=["2011"]))[1]
+    undated = _score(base, _dated("d", "Navy captures pirates", text, names))[1]
+    assert abs((same - other) - CONFIG.year_penalty) < 1e-9
+    assert undated == same  # no year on one side: no evidence either way
+
+
+def _unit(*weights, dim=DIM):
+    vector = [0.0] * dim
+    for i, w in enumerate(weights):
+        vector[i] = w
+    norm = sum(x * x for x in vector) ** 0.5
+    return [x / norm for x in vector]
+
+
+def _with_vector(item, vector):
+    return ClusterInput(item.article_id, item.title, item.text, item.source, item.url, item.event_time,
+                        item.entities, item.language, vector)
+
+
+def test_the_lead_embedding_channel_counts_above_its_floor_and_stays_compact():
+    config = ClusterConfig(embed_center=False)
+    first = _with_vector(article("a", "Quake strikes", "Buildings fell.", []), _unit(1.0))
+    close = _with_vector(article("b", "Tremor shakes", "Walls cracked.", []), _unit(1.0, 0.1))
+    far = _with_vector(article("c", "Tremor shakes", "Walls cracked.", []), _unit(0.0, 1.0))
+    assert _score(first, close, config)[1] > 0.9 * config.embed_weight
+    assert _score(first, far, config)[1] <= 0.0
+    state = new_story("s", first, weigh(article_features(first, config), Counter(), 0, config), config)
+    for n in range(20):
+        item = _with_vector(article(f"x{n}", "Quake", "Fell.", []), _unit(1.0, n / 20))
+        state = merge_article(state, item, weigh(article_features(item, config), Counter(), 1, config), config)
+    assert state["emb_n"] == 21 and len(state["emb_members"]) == config.embed_members_kept
+    assert all(len(base64.b64decode(p)) == DIM for p in state["emb_members"] + [state["emb"]])  # int8: 384 bytes
+
+
+def test_centring_takes_out_what_every_article_shares():
+    config = ClusterConfig()
+    shared = _unit(1.0)  # the "kind of news" every article of the stream points to
+    first = _with_vector(article("a", "Shooting", "Police said.", []), _unit(1.0, 0.3))
+    second = _with_vector(article("b", "Shooting", "Police said.", []), _unit(1.0, 0.0, 0.3))
+    f1 = weigh(article_features(first, config), Counter(), 0, config)
+    story = new_story("s", first, f1, config)
+    raw = embedding_score(weigh(article_features(second, config), Counter(), 1, config).embedding, story, config)
+    f2 = weigh(article_features(second, config), Counter(), 1, config, embedding_mean=shared)
+    assert raw > 0.8 and embedding_score(f2.embedding, story, config, f2.embedding_mean) == 0.0
+    assert embedding_mean(embedding_counts(f1), 1) == pytest.approx(list(f1.embedding))
+
+
+def test_headline_only_articles_use_the_same_config():
+    config = ClusterConfig()
+    first = ClusterInput("h1", "Sbarro files for bankruptcy again", "", "o1", "https://x.example/h1", T0,
+                         [Entity("Sbarro", "ORG", 0, 6, "Sbarro", "title")], "en")
+    second = ClusterInput("h2", "Pizza chain Sbarro files for Chapter 11", None, "o2", "https://x.example/h2",
+                          T0 + 3600, [Entity("Sbarro", "ORG", 12, 18, "Sbarro", "title")], "en")
+    decision, _ = _score(first, second, config)
+    assert decision.story_id == "s"
+    assert lead_of(second.title, second.text) == second.title and lead_of("T", "") == "T"
+
+
+def test_quantised_vectors_keep_cosines():
+    vector = _unit(0.3, -0.5, 0.8, 0.1)
+    back = dequantize(quantize(vector))
+    assert sum(a * b for a, b in zip(vector, back)) > 0.995
+
+
+def test_different_counts_of_the_same_thing_pull_the_score_down():
+    names = [("Toledo", "GPE")]
+    base = article("a", "2 killed, 3 wounded in Toledo shooting", "Police said the gunman fled.", names)
+    agree = article("b", "2 killed, 3 wounded in Toledo shooting", "Police said the gunman fled.", names)
+    differ = article("c", "4 killed, 1 wounded in Toledo shooting", "Police said the gunman fled.", names)
+    mixed = article("d", "2 killed, 1 wounded in Toledo shooting", "Police said the gunman fled.", names)
+    assert numbers_of("A 16-year-old and five others hurt") == {"year-old=16", "other=5"}
+    same, other, partly = (_score(base, x)[1] for x in (agree, differ, mixed))
+    assert abs((same - other) - CONFIG.number_penalty) < 0.05  # the words differ a little too ("4", "1")
+    assert partly > other  # one count in common: a later toll of the same event, no penalty

@@ -26,7 +26,10 @@ class DecisionLog:
         """Records of the given articles that exist."""
         if not article_ids:
             return {}
-        raw = self._r.mget([self._key(a) for a in article_ids])
+        pipe = self._r.pipeline(transaction=False)  # not MGET: the keys spread over Redis Cluster slots
+        for article_id in article_ids:
+            pipe.get(self._key(article_id))
+        raw = pipe.execute()
         return {a: json.loads(v) for a, v in zip(article_ids, raw) if v is not None}
 
     def save(self, records: dict[str, dict]) -> None:

@@ -115,14 +115,17 @@ class Publisher:
             self._producer = None
 
 
-def lag(consumer: KafkaConsumer) -> int | None:
-    """High watermark minus committed offset over assigned partitions (tansu's end_offsets is unreliable)."""
+def lag(consumer: KafkaConsumer, timeout_ms: int = 5000) -> int | None:
+    """High watermark minus committed offset over assigned partitions (tansu's end_offsets is unreliable).
+
+    Bounded: without a timeout `committed()` waits for the broker forever, which stalls the loop in an outage.
+    """
     total = 0
     for tp in consumer.assignment():
         high = consumer.highwater(tp)
         if high is None:
             return None
-        committed = consumer.committed(tp) or 0
+        committed = consumer.committed(tp, timeout_ms=timeout_ms) or 0
         total += max(0, high - committed)
     return total
 

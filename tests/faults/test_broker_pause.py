@@ -1,0 +1,63 @@
+"""The broker stops answering mid-stream (SIGSTOP of the tansu pid, then SIGCONT): tansu is memory-only, so a
+real restart would wipe the topics; a pause is what "unreachable" looks like to the worker."""
+from __future__ import annotations
+
+import time
+
+from .audit import assert_alive, audit, encode, logged, make_articles, progress, reference_stories, wait_until
+from .conftest import size
+
+
+def test_broker_unreachable_no_crash_no_commit_of_unpublished_work_nothing_lost(make_stack, own_redis):
+    count, pause_s = size(600, 3000), size(15, 60)
+    articles = make_articles(count, seed=31)
+    values, keys = encode(articles)
+    stack = make_stack()
+    assert stack.broker is not None, "the scenario needs a broker of its own to pause"
+    workers = [stack.start_worker() for _ in range(2)]
+    for w in workers:
+        stack.wait_logged(w, "partitions_assigned")
+    stack.produce(values, keys)
+    wait_until(lambda: progress(stack) >= 48, 120, "first commits")
+    before = progress(stack)
+
+    stack.broker.pause()
+    try:
+        time.sleep(pause_s)
+        assert_alive(*workers)
+    finally:
+        stack.broker.resume()
+
+    events, letters = stack.wait_accounted({a["id"] for a in articles}, dead=0, timeout=size(240, 600))
+    assert_alive(*workers)
+
+    # Idle workers must keep their loop turning through an outage too (liveness probe: `story-worker check`).
+    idle_pause_s = size(20, 60)
+    time.sleep(6)  # past a stats interval: the periodic lag query is one of the calls that must not block
+    beats = [stack.workdir / f"{w.name}.alive" for w in workers]
+    oldest = 0.0
+    stack.broker.pause()
+    try:
+        until = time.monotonic() + idle_pause_s
+        while time.monotonic() < until:
+            time.sleep(1)
+            oldest = max(oldest, max(time.time() - b.stat().st_mtime for b in beats))
+    finally:
+        stack.broker.resume()
+    assert_alive(*workers)
+    assert oldest <= 16, f"a worker loop stalled {oldest:.0f}s during a {idle_pause_s}s broker outage"
+    warnings = {name: sum(len(logged(w, name)) for w in workers)
+                for name in ("batch_retry", "poll_failed", "commit_failed_rebalanced", "partitions_revoked")}
+    for w in workers:
+        assert w.terminate() == 0
+    # Every committed offset's article was published (a commit of unpublished work would show as lost here:
+    # nothing would ever redeliver it).
+    report = audit(stack, reference=reference_stories(values, f"redis://{own_redis.address}/0"), events=events,
+                   letters=letters)
+    line = (f"broker paused {pause_s}s busy + {idle_pause_s}s idle (oldest heartbeat {oldest:.0f}s): "
+            f"articles={count} committed_before={before} warnings={warnings} "
+            f"lost={len(report.lost)} double_counted={len(report.double_counted)} "
+            f"duplicate_stories={report.duplicate_stories} reemitted_events={report.reemitted_events}")
+    print(line)
+    report.assert_clean(line)
+    assert report.decided == count and report.stories == report.reference_stories, line
