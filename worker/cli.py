@@ -59,6 +59,7 @@ def run() -> None:
     extractor.extract([("Warm-up", "The model loads before the worker joins its group.")])
     wait_for_broker(settings, timeout=300)
     pipeline = Pipeline(settings, _redis(settings), settings.redis_namespace, live=True, extractor=extractor)
+    pipeline.stories.warm_up()
     sys.exit(StreamWorker(settings, pipeline).run())
 
 

@@ -29,6 +29,7 @@ from .settings import Settings
 from .validation import parse_article
 
 log = structlog.get_logger()
+_DAY = 86400
 
 
 @dataclass(frozen=True)
@@ -75,14 +76,17 @@ class Pipeline:
 
     def __init__(self, settings: Settings, client: redis.Redis, namespace: str, *, live: bool,
                  extractor: EntityExtractor):
-        ttl = settings.state_ttl_s if live else None
+        # Live mode: state expires a day after its event-time window (wall clock bounds memory); batch mode
+        # keeps its namespace for the run and deletes it at the end.
+        dedup_ttl = int(settings.dedup_window_s) + _DAY if live else None
+        story_ttl = int(settings.story_window_s) + _DAY if live else None
         self.settings = settings
         self.live = live
         self.extractor = extractor
-        self.dedup = DedupIndex(client, namespace, ttl, settings.dedup_window_s)
+        self.dedup = DedupIndex(client, namespace, dedup_ttl, settings.dedup_window_s)
         config = ClusterConfig() if settings.story_embeddings else ClusterConfig(embed_weight=0.0)
-        self.stories = StoryStore(client, namespace, ttl, settings.story_window_s, config=config)
-        self.decisions = DecisionLog(client, namespace, ttl)
+        self.stories = StoryStore(client, namespace, story_ttl, settings.story_window_s, config=config)
+        self.decisions = DecisionLog(client, namespace, dedup_ttl)
         self.client = client
         self._last_time: float | None = None
         self._pending_since: dict[str, float] = {}  # originals of duplicates not decided yet (another replica)

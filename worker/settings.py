@@ -56,14 +56,13 @@ class Settings(BaseSettings):
     max_message_bytes: int = Field(1_000_000, ge=1024, description="Input larger than this is dead-lettered.")
     max_text_chars: int = Field(200_000, ge=100, description="Body text longer than this is dead-lettered.")
     dead_letter_keep_bytes: int = Field(900_000, ge=1024, description="Original bytes kept in a dead letter.")
-    dedup_window_s: float = Field(7 * 86400, gt=0, description="Event-time window for duplicate matching.")
+    dedup_window_s: float = Field(7 * 86400, gt=0, description="Event-time window for duplicate matching; its "
+                                  "Redis state (and the decision records) expire a day after it in live mode.")
     story_window_s: float = Field(240 * 86400, gt=0, description="Event-time window a story stays open "
                                   "(follow-ups such as trials come months later; cost does not grow with it).")
-    state_ttl_s: int = Field(250 * 86400, ge=60, description="Wall-clock TTL of Redis state in live mode "
-                             "(longer than both windows).")
     ner_batch_size: int = Field(32, ge=1)
-    story_embeddings: bool = Field(False, description="Use lead sentence embeddings (MiniLM, ONNX) in clustering; "
-                                   "needs the `embeddings` extra. Better stories, several times the CPU per article.")
+    story_embeddings: bool = Field(True, description="Use lead sentence embeddings (MiniLM, ONNX) in clustering: "
+                                   "better stories (headlines above all) for 2-3x the CPU per article.")
     original_wait_s: float = Field(120.0, ge=0, description="How long a duplicate waits for its original's "
                                    "decision (being made by another replica) before going on without it.")
     retry_initial_s: float = Field(0.5, gt=0)

@@ -93,6 +93,28 @@ def test_decisions_do_not_depend_on_batch_cuts(client):
     assert sum(o.duplicate_of is None for o in results[0]) == 3
 
 
+def test_decisions_do_not_depend_on_batch_cuts_across_generations(client):
+    """Samples are looked up once per batch over every generation any item may read; each item must still see
+    only what is live for it (its copies of a story leave the window, later copies start a new original)."""
+    items = []
+    for n in range(40):
+        story = STORIES[n % 3]
+        text = story if n % 4 == 0 else story[: 120 + 7 * n] if n % 4 == 1 else "WIRE - " + story + " More."
+        items.append(art(f"g{n}", text, f"https://g{n % 5}.example/{n}", t=T0 + n * 0.3 * 86400))
+    results = []
+    for size in (1, 7, 40):
+        idx = DedupIndex(client, "test-dedup-" + uuid.uuid4().hex, None, WINDOW)
+        try:
+            results.append([o for i in range(0, 40, size) for o in idx.check_and_insert(items[i:i + size])])
+        finally:
+            idx.drop()
+    assert results[0] == results[1] == results[2]
+    originals = [o.article_id for o in results[0] if o.duplicate_of is None]
+    assert 3 < len(originals) < 40                 # copies found within the window, new originals after it
+    times = {i.article_id: i.event_time for i in items}
+    assert all(times[o.article_id] - times[o.duplicate_of] <= WINDOW for o in results[0] if o.duplicate_of)
+
+
 def test_live_mode_sets_ttl_and_drop_cleans_up(client):
     ns = "test-dedup-" + uuid.uuid4().hex
     idx = DedupIndex(client, ns, 3600, WINDOW)

