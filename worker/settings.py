@@ -62,7 +62,7 @@ class Settings(BaseSettings):
                                   "(follow-ups such as trials come months later; cost does not grow with it).")
     ner_batch_size: int = Field(32, ge=1)
     story_embeddings: bool = Field(True, description="Use lead sentence embeddings (MiniLM, ONNX) in clustering: "
-                                   "better stories (headlines above all) for 2-3x the CPU per article.")
+                                   "better stories (headlines above all) for about 4x the CPU per article.")
     original_wait_s: float = Field(120.0, ge=0, description="How long a duplicate waits for its original's "
                                    "decision (being made by another replica) before going on without it.")
     retry_initial_s: float = Field(0.5, gt=0)
