@@ -144,17 +144,31 @@ def start_redis_cluster(nodes: int = 3) -> list[LocalService]:
             services.append(_wait_ready(LocalService("redis-cluster", proc, port, log_path, workdir), timeout=15))
         subprocess.run(["redis-cli", "--cluster", "create", *(s.address for s in services), "--cluster-replicas",
                         "0", "--cluster-yes"], check=True, capture_output=True, timeout=60)
-        client = redis.Redis(port=services[0].port)
-        deadline = time.monotonic() + 30
-        while client.cluster("info").get("cluster_state") != "ok":
-            if time.monotonic() > deadline:
-                raise RuntimeError("cluster did not reach state ok")
-            time.sleep(0.2)
+        _wait_cluster_converged(services)
         return services
     except Exception:
         for service in services:
             service.stop()
         raise
+
+
+def _wait_cluster_converged(services: list[LocalService], timeout: float = 30) -> None:
+    """Every node must see the whole cluster as ok: right after `--cluster create` a node other than the first
+    can still answer CLUSTERDOWN while the gossip spreads."""
+    clients = [redis.Redis(port=s.port) for s in services]
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            infos = [c.cluster("info") for c in clients]
+            if all(i.get("cluster_state") == "ok" and int(i.get("cluster_known_nodes", 0)) == len(services)
+                   and int(i.get("cluster_slots_ok", 0)) == 16384 for i in infos):
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"cluster did not converge: {infos}")
+            time.sleep(0.2)
+    finally:
+        for client in clients:
+            client.close()
 
 
 def redis_answers(url: str) -> bool:
