@@ -6,8 +6,11 @@ import uuid
 import pytest
 import redis
 
+from worker.adapters import dedup_index
 from worker.adapters.dedup_index import DedupIndex
 from worker.core.dedup import DedupInput
+from worker.core.fingerprint import fingerprint, shingle_hashes
+from worker.core.normalize import normalize_text, words
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 T0 = 1_700_000_000.0
@@ -207,3 +210,29 @@ def test_concurrent_commit_on_a_field_read_decides_again(client):
         assert a.stats["regathers"] == 1
     finally:
         a.drop()
+
+
+def _anchor_phrases(text: str) -> list[str]:
+    """The three-word phrases under which an article with this body is indexed."""
+    tokens = words(normalize_text(text))
+    hashes = shingle_hashes(tokens)
+    anchors = fingerprint("https://x.example/", "Local news", text).anchors
+    return [" ".join(tokens[hashes.index(a):hashes.index(a) + 3]) for a in anchors]
+
+
+def test_a_single_shared_anchor_reads_no_record_two_do(index, monkeypatch):
+    """A phrase that an unrelated article happens to share costs no record read: the number of such chance
+    collisions grows with the index, and reading them would make every article slower as the index grows."""
+    fetched = []
+    load = dedup_index._Batch.load
+    monkeypatch.setattr(dedup_index._Batch, "load",
+                        lambda self, postings, records: fetched.append(records[:4]) or load(self, postings, records))
+    index.check_and_insert([art("o1", STORIES[0], "https://penwick.example/quay")])
+    one, two = _anchor_phrases(STORIES[0])[:2]
+    out = index.check_and_insert([art("b1", STORIES[2] + " " + one + ".", "https://tolby.example/1", t=T0 + 60)])
+    assert out[0].duplicate_of is None and fetched[-1] == (0).to_bytes(4, "big")
+    out = index.check_and_insert([art("b2", one + ". " + STORIES[1] + " " + two + ".", "https://dunford.example/2",
+                                      t=T0 + 120)])
+    assert out[0].duplicate_of is None and fetched[-1] == (1).to_bytes(4, "big")
+    out = index.check_and_insert([art("c1", STORIES[0][:160], "https://wire.example/3", t=T0 + 180)])
+    assert (out[0].duplicate_of, out[0].kind) == ("o1", "near_copy")

@@ -47,6 +47,11 @@ from worker.core.dedup import DedupInput, DedupOutcome, Evidence, IndexedArticle
 from worker.core.fingerprint import Fingerprint, fingerprints
 
 DF_CAP = 4
+# An original is a candidate of an article only when this many of the article's (non-boilerplate) samples are
+# anchors of it. A copy keeps most anchors (every copy in the labelled data keeps at least 3 of 8); a lone
+# shared anchor is a chance collision of a common phrase, whose number grows with the index: fetching those
+# records would make the cost per article grow with the number of articles indexed.
+MIN_ANCHOR_HITS = 2
 LOG_LENGTH = 16
 _REF = 8
 _GENERATIONS_PER_WINDOW = 4
@@ -54,13 +59,13 @@ _DECODED_CACHE = 100_000
 
 # ARGV[1] = number of generations, ARGV[2] = items, each: own slot (2 bytes), lowest slot to read (2), ref (8),
 # url key (8), content key (8); ARGV[3] = length of a full posting (DF_CAP refs); ARGV[4] = the distinct sketch
-# samples of the batch (4 bytes each). Reply: ver, tmax, then per item one string:
+# samples of the batch (4 bytes each), ARGV[5] = MIN_ANCHOR_HITS. Reply: ver, tmax, then per item one string:
 #   stored record, URL record (newest generation first)   each: length (4 bytes, 0 = none) + bytes
 #   content hits: count (1) + per hit: slot (2), length (4), record
 # then, for the whole batch (from the lowest slot any item reads; generations without postings are skipped):
 #   postings: count (4) + per posting: slot (2), sample (4), ref count (1), refs (8 each)
-#   records:  count (4) + per record: slot (2), ref (8), length (4), record   (each record once; none for the
-#             refs of a full posting)
+#   records:  count (4) + per record: slot (2), ref (8), length (4), record   (each record once, only for
+#             refs that at least MIN_ANCHOR_HITS postings that are not full point at)
 # Each item is matched against the postings of its own samples by the client, so the samples are looked up
 # once per batch (one HMGET per generation and chunk) however many items share them.
 _GATHER = """
@@ -68,6 +73,7 @@ local n_gen = tonumber(ARGV[1])
 local blob = ARGV[2]
 local full = tonumber(ARGV[3])
 local sblob = ARGV[4]
+local min_hits = tonumber(ARGV[5])
 local A, U, C, X = {}, {}, {}, {}
 for s = 0, n_gen - 1 do
   A[s] = KEYS[3 + s * 4]; U[s] = KEYS[4 + s * 4]; C[s] = KEYS[5 + s * 4]; X[s] = KEYS[6 + s * 4]
@@ -116,7 +122,7 @@ while p <= len do
 end
 local samples = {}
 for i = 1, #sblob / 4 do samples[i] = string.sub(sblob, 4 * i - 3, 4 * i) end
-local postings, records, sent = {}, {}, {}
+local postings, records, hits, order = {}, {}, {}, {}
 for slot = lowest, n_gen - 1 do
   if #samples > 0 and redis.call('EXISTS', X[slot]) == 1 then
     local tag = struct.pack('>I2', slot)
@@ -131,16 +137,21 @@ for slot = lowest, n_gen - 1 do
           if #refs < full then
             for j = 1, #refs, 8 do
               local k = tag .. string.sub(refs, j, j + 7)
-              if not sent[k] then
-                sent[k] = true
-                local rec = redis.call('HGET', A[slot], string.sub(refs, j, j + 7))
-                if rec then records[#records + 1] = k .. lp(rec) end
-              end
+              local n = hits[k]
+              if not n then order[#order + 1] = k end
+              hits[k] = (n or 0) + 1
             end
           end
         end
       end
     end
+  end
+end
+-- only originals that MIN_HITS samples of the batch point at can be a candidate of one of its items
+for _, k in ipairs(order) do
+  if hits[k] >= min_hits then
+    local rec = redis.call('HGET', A[struct.unpack('>I2', k)], string.sub(k, 3, 10))
+    if rec then records[#records + 1] = k .. lp(rec) end
   end
 end
 out[#out + 1] = struct.pack('>I4', #postings) .. table.concat(postings)
@@ -227,7 +238,7 @@ class DedupIndex:
             keys = [self._prefix + "meta", self._prefix + "log"] + [
                 self._prefix + f"{g}:{p}" for g in gens for p in "aucx"]
             reply = self._gather(keys=keys, args=[len(gens), self._gather_blob(items, prints, gens), DF_CAP * _REF,
-                                                  _batch_samples(prints)])
+                                                  _batch_samples(prints), MIN_ANCHOR_HITS])
             version, tmax = int(reply[0]), float(reply[1]) if reply[1] else -math.inf
             if self._gen(tmax) > gens[-1]:
                 self._tmax = tmax
@@ -400,33 +411,50 @@ class _Batch:
             live = [slot for slot in slots if slot >= live_from] if slots else None
             same_content = self.records[slots[min(live)]] if live else None
         counts: dict[int, int] = {}
-        found: dict[int, list[IndexedArticle]] = {}
+        found: dict[int, list[bytes]] = {}               # sample -> keys of the originals it indexes
         sketch = fp.sketch
-        gathered, fetched = self.gathered, self.fetched
+        gathered = self.gathered
         for sample in gathered.keys() & sketch:            # (usually a few samples, or none)
             for slot, slot_bytes, refs in gathered[sample]:
                 if slot < live_from:
                     continue
                 counts[sample] = counts.get(sample, 0) + len(refs) // _REF
-                lst = found.setdefault(sample, [])
-                for i in range(0, len(refs), _REF):
-                    rec = fetched.get(slot_bytes + refs[i:i + _REF])
-                    if rec is not None:
-                        lst.append(self._record(rec))
+                found.setdefault(sample, []).extend(slot_bytes + refs[i:i + _REF] for i in range(0, len(refs), _REF))
         if self.postings:
             for sample in self.postings.keys() & sketch:
                 for slot, other in self.postings[sample]:
                     if slot >= live_from:
                         counts[sample] = counts.get(sample, 0) + 1
-                        found.setdefault(sample, []).append(self.records[other])
+                        found.setdefault(sample, []).append(other)
         boilerplate = frozenset(s for s, n in counts.items() if n >= DF_CAP) if counts else frozenset()
         self.reads.append((sketch, boilerplate))         # more refs keep boilerplate so
-        candidates = {a.article_id: a for s, arts in found.items() if counts[s] < DF_CAP for a in arts}
+        candidates = self._candidates(found, counts)
         oldest = self.now - self.window
         for other in (same_url, same_content, *candidates.values()):
             if other is not None and other.event_time >= oldest:
                 self.safe_tmax = min(self.safe_tmax, other.event_time + self.window)
         return Evidence(stored, same_url, same_content, tuple(candidates.values()), boilerplate)
+
+    def _candidates(self, found: dict[int, list[bytes]], counts: dict[int, int]) -> dict[str, IndexedArticle]:
+        """Originals that at least MIN_ANCHOR_HITS of the item's samples which are not boilerplate index."""
+        hits: dict[bytes, int] = {}
+        for sample, keys in found.items():
+            if counts[sample] < DF_CAP:
+                for key in keys:
+                    hits[key] = hits.get(key, 0) + 1
+        out = {}
+        for key, n in hits.items():
+            if n < MIN_ANCHOR_HITS:
+                continue
+            if len(key) == _REF:                          # written by this batch
+                record = self.records[key]
+            else:
+                raw = self.fetched.get(key)
+                if raw is None:                           # gone (expired) since it was indexed
+                    continue
+                record = self._record(raw)
+            out.setdefault(record.article_id, record)
+        return out
 
     def _write(self, ref: bytes, item: DedupInput, fp: Fingerprint, outcome: DedupOutcome, slot: int) -> None:
         self.stored[ref] = outcome
