@@ -20,6 +20,8 @@ at 1M the whole index (23 days) is inside the 30-day window and is searched by e
 is filled through the same public API, `check_and_insert`, in batches of `--fill-batch` (1024) articles;
 with --scale the articles beyond the memory measurement are short (40-80 words, `--fill-words`), which keeps
 the fill within minutes and still indexes every one of them (record, URL, content key, up to 8 anchors).
+The small index spreads its articles over the same stretch of event time (fewer per hour), so both indexes
+span the same generations and the comparison isolates what the number of articles indexed costs.
 Probes: batches of fresh articles (their own originals and copies of them, identical for both indexes),
 alternated between the small and the large index over several rounds; the median per-article cost of each
 is reported, which cancels most of the drift of a shared machine.
@@ -55,7 +57,8 @@ class Articles:
     """Reproducible news-like articles (see the module docstring); `make` continues the stream."""
 
     def __init__(self, seed: int, copy_rate: float = 0.2, vocab_size: int = 30000, sites: int = 200,
-                 prefix: str = "", stream_seed: int | None = None):
+                 prefix: str = "", stream_seed: int | None = None, spacing: float = 2.0):
+        self.spacing = spacing
         self.rng = np.random.default_rng(seed)
         self.copy_rate = copy_rate
         self.prefix = prefix
@@ -88,7 +91,7 @@ class Articles:
         out = []
         rng = self.rng
         for i in range(start, start + n):
-            t = T0 + i * 2.0
+            t = T0 + i * self.spacing
             if self.recent and rng.random() < self.copy_rate:
                 src = self.recent[int(rng.integers(len(self.recent)))]
                 text, how = src.text, int(rng.integers(4))
@@ -260,7 +263,7 @@ def main() -> None:
             print(line(f"dedup fill (batches of {a.fill_batch}, {fill_words[0]}-{fill_words[1]} words)", r))
             print(f"dedup memory: {(used_memory(client) - before) / big:,.0f} bytes/article at {big:,} indexed")
         # 3. the small index, then probes alternated between both
-        small = Indexer(client, Articles(a.seed), a.batch)
+        small = Indexer(client, Articles(a.seed, spacing=2.0 * big / small_n), a.batch)
         small.feed(small_n)
         sets = probe_sets(a.rounds, a.probe, big + 1000, a.seed)
         costs_small, costs_large = [], []
