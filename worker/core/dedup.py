@@ -1,8 +1,8 @@
 """The duplicate decision for one article, given its fingerprint and what the index holds.
 
 Pure: the Redis adapter gathers the evidence (earlier decision for the same id, the article last seen at the
-same canonical URL, the original with the same content, originals sharing an anchor sample) and applies
-the outcome. Rules, in order:
+same canonical URL, the original with the same content, originals at least two of whose anchor samples the
+article holds) and applies the outcome. Rules, in order:
 
 1. an article id decided before gets its stored outcome back (redelivery);
 2. same canonical URL: same content is an `exact_url` duplicate, different content an update (no duplicate);

@@ -9,7 +9,8 @@ Pure functions, no I/O. The content compared is the normalised body (the title w
   smallest `j` with at most `SKETCH_SIZE` shingles whose hash has `j` trailing zero bits; two sketches are
   compared at the coarser of their two levels, where both are unbiased samples of the same shingle subset.
 - `anchors`: the few samples an original is indexed under (the highest-level samples plus the first ones,
-  which survive truncation). A query looks up all its samples, so it finds an original by any shared anchor.
+  which survive truncation). A query looks up all its samples and finds an original by two shared anchors
+  (one alone is a chance collision, see `worker.adapters.dedup_index.MIN_ANCHOR_HITS`).
 - `title_words` / `body_supports_title`: whether the body is about the headline at all; a crawled page whose
   body is site furniture (sign-up forms, video lists) does not mention its own headline.
 
