@@ -13,6 +13,7 @@ from pathlib import Path
 import redis
 import structlog
 
+from .core.cluster import ClusterConfig
 from .core.entities import EntityExtractor
 from .errors import DependencyUnavailable
 from .models import Decision, SourceRecord
@@ -23,11 +24,17 @@ log = structlog.get_logger()
 
 
 def run_batch(settings: Settings, client: redis.Redis, input_path: Path, output_path: Path,
-              chunk: int = 64, attempts: int = 5) -> dict:
-    """Decide every line of `input_path` in order, write decisions to `output_path`; return counts."""
+              chunk: int = 64, attempts: int = 5, *, extractor: EntityExtractor | None = None,
+              cluster_config: ClusterConfig | None = None, embedder=None) -> dict:
+    """Decide every line of `input_path` in order, write decisions to `output_path`; return counts.
+
+    `extractor`, `cluster_config` and `embedder` default to what the settings say; measurement passes its own
+    (bench/ablate_cluster.py: cached models, one signal off at a time).
+    """
     namespace = f"batch-{uuid.uuid4().hex[:12]}"
     pipeline = Pipeline(settings, client, namespace, live=False,
-                        extractor=EntityExtractor(batch_size=settings.ner_batch_size))
+                        extractor=extractor or EntityExtractor(batch_size=settings.ner_batch_size),
+                        cluster_config=cluster_config, embedder=embedder)
     counts = {"lines": 0, "errors": 0, "duplicates": 0}
     started = time.perf_counter()
     try:

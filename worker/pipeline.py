@@ -75,7 +75,7 @@ class Pipeline:
     """Stateless apart from Redis: any number of replicas may run it on the same namespace."""
 
     def __init__(self, settings: Settings, client: redis.Redis, namespace: str, *, live: bool,
-                 extractor: EntityExtractor):
+                 extractor: EntityExtractor, cluster_config: ClusterConfig | None = None, embedder=None):
         # Live mode: state expires a day after its event-time window (wall clock bounds memory); batch mode
         # keeps its namespace for the run and deletes it at the end.
         dedup_ttl = int(settings.dedup_window_s) + _DAY if live else None
@@ -84,8 +84,10 @@ class Pipeline:
         self.live = live
         self.extractor = extractor
         self.dedup = DedupIndex(client, namespace, dedup_ttl, settings.dedup_window_s)
-        config = ClusterConfig() if settings.story_embeddings else ClusterConfig(embed_weight=0.0)
-        self.stories = StoryStore(client, namespace, story_ttl, settings.story_window_s, config=config)
+        # `cluster_config` and `embedder` are for measurement (bench/ablate_cluster.py); the worker uses settings.
+        config = cluster_config or (ClusterConfig() if settings.story_embeddings else ClusterConfig(embed_weight=0.0))
+        self.stories = StoryStore(client, namespace, story_ttl, settings.story_window_s, config=config,
+                                  embedder=embedder)
         self.decisions = DecisionLog(client, namespace, dedup_ttl)
         self.client = client
         self._last_time: float | None = None

@@ -1,0 +1,150 @@
+"""Story-clustering quality with each signal switched off in turn, on the labelled story sets in ../shared/data.
+
+Runs the real batch path (validation, dedup, clustering on Redis) with one `ClusterConfig` variant at a time and
+scores the decisions with ../shared/tools/score.py (pairwise and BCubed P/R/F1, stories predicted vs gold).
+NER and lead embeddings do not depend on the configuration, so they are computed once per article and cached
+in `.cache/ablate/` (delete it after changing the models); every variant then costs only the clustering.
+
+    python bench/ablate_cluster.py                       # every variant on every set
+    python bench/ablate_cluster.py --variants full no_years --sets ecbplus_story_clusters
+
+Redis: REDIS_URL (default redis://127.0.0.1:6379/0), under a throw-away namespace per run.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import pickle
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+SHARED = ROOT.parent / "shared"
+
+from worker.batch import run_batch  # noqa: E402
+from worker.core.cluster import ClusterConfig  # noqa: E402
+from worker.core.embedding import Embedder  # noqa: E402
+from worker.core.entities import EntityExtractor  # noqa: E402
+from worker.settings import Settings  # noqa: E402
+
+SETS = {
+    "seeds": "seeds/articles.jsonl",
+    "gva_incident_clusters": "gva_incident_clusters/dev.jsonl",
+    "ecbplus_story_clusters": "ecbplus_story_clusters/dev.jsonl",
+    "uci_news_aggregator_head": "uci_news_aggregator_head/dev.jsonl",
+}
+
+BASE = ClusterConfig()
+VARIANTS = {
+    "full": BASE,
+    "no_entities": dataclasses.replace(BASE, entity_weight=0.0),
+    "no_text": dataclasses.replace(BASE, text_weight=0.0),
+    "no_embedding": dataclasses.replace(BASE, embed_weight=0.0),
+    "no_time": dataclasses.replace(BASE, time_weight=0.0),
+    "no_years": dataclasses.replace(BASE, year_penalty=0.0),
+    "no_numbers": dataclasses.replace(BASE, number_penalty=0.0),
+    "no_centring": dataclasses.replace(BASE, embed_center=False),
+}
+
+
+class _Cache:
+    """A pickled dict on disk, keyed by the model's input."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.data = pickle.loads(path.read_bytes()) if path.exists() else {}
+        self.dirty = False
+
+    def save(self) -> None:
+        if self.dirty:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_bytes(pickle.dumps(self.data))
+            self.dirty = False
+
+
+class CachedExtractor:
+    """EntityExtractor with a disk cache: the same (title, text) gives the same entities."""
+
+    def __init__(self, cache: _Cache):
+        self.cache, self._model = cache, None
+
+    def extract(self, docs):
+        missing = [d for d in dict.fromkeys(docs) if d not in self.cache.data]
+        if missing:
+            self._model = self._model or EntityExtractor()
+            self.cache.data.update(zip(missing, self._model.extract(missing)))
+            self.cache.dirty = True
+        return [self.cache.data[d] for d in docs]
+
+
+class CachedEmbedder:
+    """Embedder with a disk cache, keyed by the lead."""
+
+    def __init__(self, cache: _Cache):
+        self.cache, self._model = cache, None
+
+    def embed(self, leads):
+        missing = [lead for lead in dict.fromkeys(leads) if lead not in self.cache.data]
+        if missing:
+            self._model = self._model or Embedder()
+            self.cache.data.update(zip(missing, self._model.embed(missing)))
+            self.cache.dirty = True
+        return [self.cache.data[lead] for lead in leads]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sets", nargs="*", choices=sorted(SETS), default=list(SETS))
+    ap.add_argument("--variants", nargs="*", choices=sorted(VARIANTS), default=list(VARIANTS))
+    ap.add_argument("--cache", default=str(ROOT / ".cache" / "ablate"))
+    a = ap.parse_args()
+    if not (SHARED / "data").is_dir():
+        print(f"labelled data not found at {SHARED / 'data'}: nothing to measure")
+        return 0
+    sys.path.insert(0, str(SHARED / "tools"))
+    from score import read_jsonl, score_stories
+
+    from worker.cli import _redis
+
+    settings = Settings()
+    client = _redis(settings)
+    caches = {name: _Cache(Path(a.cache) / f"{name}.pkl") for name in ("entities", "embeddings")}
+    extractor, embedder = CachedExtractor(caches["entities"]), CachedEmbedder(caches["embeddings"])
+    work = Path(tempfile.mkdtemp(prefix="ablate-"))
+    print(f"{'set':26} {'variant':14} {'bc_P':>6} {'bc_R':>6} {'bc_F1':>6} {'pw_P':>6} {'pw_R':>6} {'pw_F1':>6} "
+          f"{'pred/gold':>10} {'s':>6}")
+    summary = {}
+    for set_name in a.sets:
+        src = SHARED / "data" / SETS[set_name]
+        gold = read_jsonl(str(src))
+        for variant in a.variants:
+            out = work / f"{set_name}.{variant}.jsonl"
+            started = time.perf_counter()
+            run_batch(settings, client, src, out, extractor=extractor, cluster_config=VARIANTS[variant],
+                      embedder=embedder)
+            secs = time.perf_counter() - started
+            for cache in caches.values():
+                cache.save()
+            pred = read_jsonl(str(out))
+            if set_name == "seeds":
+                by = {r["id"]: r for r in pred}
+                res = {"one_story": len({r["story_id"] for r in pred}) == 1,
+                       "rewrite_linked": any(r.get("duplicate_of") in by for r in pred)}
+                print(f"{set_name:26} {variant:14} {json.dumps(res)}")
+            else:
+                res = score_stories(gold, pred)
+                print(f"{set_name:26} {variant:14} {res['bcubed_precision']:6.3f} {res['bcubed_recall']:6.3f} "
+                      f"{res['bcubed_f1']:6.3f} {res['pairwise_precision']:6.3f} {res['pairwise_recall']:6.3f} "
+                      f"{res['pairwise_f1']:6.3f} {res['pred_stories']:>4}/{res['gold_stories']:<5} {secs:6.1f}")
+            sys.stdout.flush()
+            summary.setdefault(set_name, {})[variant] = res
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
