@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test faults soak bench evaluate schemas
+.PHONY: demo test faults soak bench evaluate ablate schemas
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ required"'
@@ -30,6 +30,9 @@ bench: $(STAMP)  ## throughput and memory figures
 
 evaluate: $(STAMP)  ## quality figures on ../shared/data
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) ../shared/tools/evaluate.py
+
+ablate: $(STAMP)  ## clustering quality per signal switched off, on ../shared/data
+	$(PY) bench/ablate_cluster.py
 
 schemas: $(STAMP)
 	$(VENV)/bin/story-worker schemas --write

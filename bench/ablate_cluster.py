@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -51,49 +52,27 @@ VARIANTS = {
 }
 
 
-class _Cache:
-    """A pickled dict on disk, keyed by the model's input."""
+class DiskMemo:
+    """A batched model call memoised in a pickle on disk: the same input gives the same output."""
 
-    def __init__(self, path: Path):
-        self.path = path
+    def __init__(self, path: Path, build):
+        self.path, self._build, self._call = path, build, None
         self.data = pickle.loads(path.read_bytes()) if path.exists() else {}
         self.dirty = False
+
+    def __call__(self, inputs):
+        missing = [x for x in dict.fromkeys(inputs) if x not in self.data]
+        if missing:
+            self._call = self._call or self._build()
+            self.data.update(zip(missing, self._call(missing)))
+            self.dirty = True
+        return [self.data[x] for x in inputs]
 
     def save(self) -> None:
         if self.dirty:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.path.write_bytes(pickle.dumps(self.data))
             self.dirty = False
-
-
-class CachedExtractor:
-    """EntityExtractor with a disk cache: the same (title, text) gives the same entities."""
-
-    def __init__(self, cache: _Cache):
-        self.cache, self._model = cache, None
-
-    def extract(self, docs):
-        missing = [d for d in dict.fromkeys(docs) if d not in self.cache.data]
-        if missing:
-            self._model = self._model or EntityExtractor()
-            self.cache.data.update(zip(missing, self._model.extract(missing)))
-            self.cache.dirty = True
-        return [self.cache.data[d] for d in docs]
-
-
-class CachedEmbedder:
-    """Embedder with a disk cache, keyed by the lead."""
-
-    def __init__(self, cache: _Cache):
-        self.cache, self._model = cache, None
-
-    def embed(self, leads):
-        missing = [lead for lead in dict.fromkeys(leads) if lead not in self.cache.data]
-        if missing:
-            self._model = self._model or Embedder()
-            self.cache.data.update(zip(missing, self._model.embed(missing)))
-            self.cache.dirty = True
-        return [self.cache.data[lead] for lead in leads]
 
 
 def main() -> int:
@@ -112,8 +91,9 @@ def main() -> int:
 
     settings = Settings()
     client = _redis(settings)
-    caches = {name: _Cache(Path(a.cache) / f"{name}.pkl") for name in ("entities", "embeddings")}
-    extractor, embedder = CachedExtractor(caches["entities"]), CachedEmbedder(caches["embeddings"])
+    entities = DiskMemo(Path(a.cache) / "entities.pkl", lambda: EntityExtractor().extract)
+    embeddings = DiskMemo(Path(a.cache) / "embeddings.pkl", lambda: Embedder().embed)
+    extractor, embedder = SimpleNamespace(extract=entities), SimpleNamespace(embed=embeddings)
     work = Path(tempfile.mkdtemp(prefix="ablate-"))
     print(f"{'set':26} {'variant':14} {'bc_P':>6} {'bc_R':>6} {'bc_F1':>6} {'pw_P':>6} {'pw_R':>6} {'pw_F1':>6} "
           f"{'pred/gold':>10} {'s':>6}")
@@ -127,8 +107,8 @@ def main() -> int:
             run_batch(settings, client, src, out, extractor=extractor, cluster_config=VARIANTS[variant],
                       embedder=embedder)
             secs = time.perf_counter() - started
-            for cache in caches.values():
-                cache.save()
+            entities.save()
+            embeddings.save()
             pred = read_jsonl(str(out))
             if set_name == "seeds":
                 by = {r["id"]: r for r in pred}
