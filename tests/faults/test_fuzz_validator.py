@@ -71,8 +71,11 @@ def test_mutated_messages_are_rejected_with_a_reason_and_memory_stays_bounded():
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     rejected = sum(check(mutate(rng)) for _ in range(count))
     grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
-    assert rejected == count, f"only {rejected}/{count} rejected"
-    assert grown_mb < 200, f"peak RSS grew {grown_mb:.0f} MB"
+    line = (f"validator fuzz: {count} mutated messages, {rejected} rejected with a class and reason, "
+            f"peak RSS +{grown_mb:.0f} MB")
+    print(line)
+    assert rejected == count, line
+    assert grown_mb < 200, line
 
 
 @settings(max_examples=size(300, 5000), suppress_health_check=[HealthCheck.too_slow], deadline=None)
