@@ -236,3 +236,30 @@ def test_a_single_shared_anchor_reads_no_record_two_do(index, monkeypatch):
     assert out[0].duplicate_of is None and fetched[-1] == (1).to_bytes(4, "big")
     out = index.check_and_insert([art("c1", STORIES[0][:160], "https://wire.example/3", t=T0 + 180)])
     assert (out[0].duplicate_of, out[0].kind) == ("o1", "near_copy")
+
+
+def test_known_boilerplate_is_not_gathered_again_and_decides_the_same(client, monkeypatch):
+    """Samples whose postings are full stay boilerplate: a long-lived index stops asking Redis for them, and
+    decides exactly as a replica that knows nothing yet."""
+    footer = " ".join(f"signup{j % 23} newsletter{j % 17} offers{j}" for j in range(30))
+    bodies = [" ".join(f"story{i}word{j}" for j in range(70)) for i in range(12)]
+    stream = [art(f"a{i}", body + " " + footer, f"https://site{i}.example/{i}", t=T0 + 60 * i)
+              for i, body in enumerate(bodies)]
+    stream.append(art("copy0", "WIRE - " + bodies[0][:300] + " " + footer, "https://wire.example/0", t=T0 + 900))
+    gathered = []
+    packed = dedup_index._packed
+    monkeypatch.setattr(dedup_index, "_packed", lambda samples: gathered.append(len(samples)) or packed(samples))
+    warm = DedupIndex(client, "test-known-" + uuid.uuid4().hex, None, WINDOW)
+    cold_namespace = "test-cold-" + uuid.uuid4().hex
+    try:
+        warm_out = [warm.check_and_insert([item])[0] for item in stream]
+        asked_warm = list(gathered)
+        cold_out = [DedupIndex(client, cold_namespace, None, WINDOW).check_and_insert([item])[0] for item in stream]
+        asked_cold = gathered[len(asked_warm):]
+    finally:
+        warm.drop()
+        DedupIndex(client, cold_namespace, None, WINDOW).drop()
+    assert warm_out == cold_out
+    assert (warm_out[-1].duplicate_of, warm_out[-1].kind) == ("a0", "near_copy")
+    assert warm._full, "the footer's postings filled up"
+    assert sum(asked_warm[-4:]) < sum(asked_cold[-4:]), (asked_warm, asked_cold)

@@ -30,7 +30,10 @@ as another and the writes as a third; each item's exact-match evidence comes bac
 string, and the postings of all the batch's samples (with the records they point to) as two more (see
 `_GATHER`), which keeps redis-py's per-argument encoding and reply parsing out of the hot path. Samples are
 looked up once per batch and generation (generations without postings are skipped); the client then matches
-each item against the postings of its own samples in the generations live for it.
+each item against the postings of its own samples in the generations live for it. Samples the client has
+already seen full (boilerplate: a posting only grows) in a generation live for the whole batch are not looked up
+again (`_known_boilerplate`): common phrases fill more postings as the index grows, and reading them every time
+would make each article slower.
 """
 from __future__ import annotations
 
@@ -56,6 +59,7 @@ LOG_LENGTH = 16
 _REF = 8
 _GENERATIONS_PER_WINDOW = 4
 _DECODED_CACHE = 100_000
+_KNOWN_FULL_CAP = 1_000_000  # samples remembered as boilerplate (~100 MB); beyond it, old generations go
 
 # ARGV[1] = number of generations, ARGV[2] = items, each: own slot (2 bytes), lowest slot to read (2), ref (8),
 # url key (8), content key (8); ARGV[3] = length of a full posting (DF_CAP refs); ARGV[4] = the distinct sketch
@@ -224,6 +228,7 @@ class DedupIndex:
         self._commit = client.register_script(_COMMIT)
         self._tmax = -math.inf
         self._decoded: dict[bytes, IndexedArticle] = {}
+        self._full: dict[int, int] = {}  # sample -> newest generation in which its posting is known full
         self.stats = {"batches": 0, "regathers": 0, "commit_retries": 0}
 
     def check_and_insert(self, items: Sequence[DedupInput]) -> list[DedupOutcome]:
@@ -237,14 +242,17 @@ class DedupIndex:
             gens = self._generations(items)
             keys = [self._prefix + "meta", self._prefix + "log"] + [
                 self._prefix + f"{g}:{p}" for g in gens for p in "aucx"]
+            samples = {s for fp in prints for s in fp.sketch}
+            known = self._known_boilerplate(samples, gens)
             reply = self._gather(keys=keys, args=[len(gens), self._gather_blob(items, prints, gens), DF_CAP * _REF,
-                                                  _batch_samples(prints), MIN_ANCHOR_HITS])
+                                                  _packed(samples - known), MIN_ANCHOR_HITS])
             version, tmax = int(reply[0]), float(reply[1]) if reply[1] else -math.inf
             if self._gen(tmax) > gens[-1]:
                 self._tmax = tmax
                 continue
-            batch = _Batch(gens, self._gen, tmax, self._window, self._decoded)
+            batch = _Batch(gens, self._gen, tmax, self._window, self._decoded, known_full=known)
             batch.load(reply[-2], reply[-1])
+            self._learn_boilerplate(batch, gens)
             outcomes = [batch.decide(item, fp, raw, self._gen(item.event_time))
                         for item, fp, raw in zip(items, prints, reply[2:-2])]
             if len(self._decoded) > _DECODED_CACHE:
@@ -299,6 +307,32 @@ class DedupIndex:
             gens.update(range(low, self._gen(now) + 1))
         return sorted(gens)
 
+    def _known_boilerplate(self, samples: set[int], gens: list[int]) -> frozenset[int]:
+        """Samples of the batch already known to be boilerplate for every item of it: left out of GATHER.
+
+        A posting that is full stays full for the life of its generation (postings only grow), and a sample
+        full in any generation live for an item is boilerplate for that item. Every generation from
+        `_GENERATIONS_PER_WINDOW` before the newest one the batch reads is live for all its items (GATHER is
+        repeated when Redis knows a later event time), so those generations' full postings need not be read
+        again. Common phrases fill more postings as the index grows: this keeps their cost out of the
+        per-article cost.
+        """
+        oldest = gens[-1] - _GENERATIONS_PER_WINDOW
+        full = self._full
+        return frozenset(s for s in samples if full.get(s, oldest - 1) >= oldest)
+
+    def _learn_boilerplate(self, batch: "_Batch", gens: list[int]) -> None:
+        """Remember the newest generation in which GATHER found a sample's posting full."""
+        full, full_length = self._full, DF_CAP * _REF
+        for sample, entries in batch.gathered.items():
+            for slot, _, refs in entries:
+                if len(refs) >= full_length and full.get(sample, -math.inf) < gens[slot]:
+                    full[sample] = gens[slot]
+        if len(full) > _KNOWN_FULL_CAP:
+            oldest = gens[-1] - _GENERATIONS_PER_WINDOW
+            kept = {s: g for s, g in full.items() if g >= oldest}
+            self._full = kept if len(kept) < _KNOWN_FULL_CAP // 2 else {}
+
     def _gather_blob(self, items, prints, gens) -> bytes:
         slot = {g: s for s, g in enumerate(gens)}
         parts = []
@@ -328,6 +362,7 @@ class _Batch:
     safe_tmax: float = math.inf                          # a larger tmax could change a liveness used
     reads: list = field(default_factory=list)           # (sketch, boilerplate) of each item decided
     live: tuple = (math.nan, 0, math.inf)               # (now, first live slot, bound) last computed
+    known_full: frozenset = frozenset()                  # samples full in every generation read (not gathered)
 
     def load(self, postings: bytes, records: bytes) -> None:
         """The postings of the batch's samples and the records they point to, as gathered."""
@@ -426,6 +461,9 @@ class _Batch:
                     if slot >= live_from:
                         counts[sample] = counts.get(sample, 0) + 1
                         found.setdefault(sample, []).append(other)
+        if self.known_full:
+            for sample in self.known_full & set(sketch):
+                counts[sample] = DF_CAP
         boilerplate = frozenset(s for s, n in counts.items() if n >= DF_CAP) if counts else frozenset()
         self.reads.append((sketch, boilerplate))         # more refs keep boilerplate so
         candidates = self._candidates(found, counts)
@@ -521,9 +559,8 @@ def _disjoint(entry: bytes, read_set: set[bytes]) -> bool:
     return True
 
 
-def _batch_samples(prints: Sequence[Fingerprint]) -> bytes:
-    """The distinct sketch samples of a batch, packed."""
-    samples = {s for fp in prints for s in fp.sketch}
+def _packed(samples: set[int]) -> bytes:
+    """Sketch samples packed for GATHER."""
     return struct.pack(f">{len(samples)}I", *samples)
 
 
