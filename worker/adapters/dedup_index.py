@@ -362,7 +362,7 @@ class _Batch:
     safe_tmax: float = math.inf                          # a larger tmax could change a liveness used
     reads: list = field(default_factory=list)           # (sketch, boilerplate) of each item decided
     live: tuple = (math.nan, 0, math.inf)               # (now, first live slot, bound) last computed
-    known_full: frozenset = frozenset()                  # samples full in every generation read (not gathered)
+    known_full: frozenset = frozenset()                  # samples full in a generation live for all (not gathered)
 
     def load(self, postings: bytes, records: bytes) -> None:
         """The postings of the batch's samples and the records they point to, as gathered."""
