@@ -65,9 +65,19 @@ def free_port(low: int | None = None, high: int | None = None) -> int:
             sock.bind(("127.0.0.1", 0))
             return sock.getsockname()[1]
     for port in random.sample(range(low, high), 200):
-        if not port_open(port) and not port_open(port + 10000):
+        if _bindable(port) and _bindable(port + 10000):
             return port
     raise RuntimeError(f"no free port in [{low}, {high})")
+
+
+def _bindable(port: int) -> bool:
+    """Nothing listens on the port and no connection holds it as its local port."""
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
@@ -76,14 +86,23 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
+class ServiceExited(RuntimeError):
+    """The service stopped before it listened (a port taken between choosing it and binding it, most often)."""
+
+
 def _wait_ready(service: LocalService, timeout: float) -> LocalService:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if service.process.poll() is not None:
-            raise RuntimeError(f"{service.name} exited with {service.process.returncode}: "
-                               f"{service.log_path.read_text(errors='replace')[-500:]}")
+            log = service.log_path.read_text(errors="replace")[-500:]
+            service.stop()
+            raise ServiceExited(f"{service.name} exited with {service.process.returncode}: {log}")
         if port_open(service.port):
-            return service
+            # Still alive a moment later: the answer came from this process, not from one already on the port.
+            time.sleep(0.3)
+            if service.process.poll() is None:
+                return service
+            continue
         time.sleep(0.1)
     service.stop()
     raise RuntimeError(f"{service.name} did not listen on {service.port} within {timeout}s")
@@ -99,9 +118,25 @@ def tansu_binary() -> Path:
     return path
 
 
+def _on_a_free_port(start, port: int | None, choose=free_port, attempts: int = 5) -> LocalService:
+    """start(port), or start(a free port), retried on other free ports when the chosen one was taken meanwhile."""
+    if port:
+        return start(port)
+    for attempt in range(1, attempts + 1):
+        try:
+            return start(choose())
+        except ServiceExited:
+            if attempt == attempts:
+                raise
+    raise AssertionError("unreachable")
+
+
 def start_tansu(port: int | None = None, log_dir: Path | None = None) -> LocalService:
     """Start tansu on 127.0.0.1:port (a free one by default) and wait until it accepts connections."""
-    port = port or free_port()
+    return _on_a_free_port(lambda p: _start_tansu(p, log_dir), port)
+
+
+def _start_tansu(port: int, log_dir: Path | None) -> LocalService:
     workdir = Path(tempfile.mkdtemp(prefix="tansu-"))
     log_path = (log_dir or workdir) / f"tansu-{port}.log"
     url = f"tcp://127.0.0.1:{port}"
@@ -115,10 +150,13 @@ def start_tansu(port: int | None = None, log_dir: Path | None = None) -> LocalSe
 
 def start_redis(port: int | None = None) -> LocalService:
     """Start a private, memory-only redis-server (DEBUG command enabled for latency injection)."""
+    return _on_a_free_port(_start_redis, port)
+
+
+def _start_redis(port: int) -> LocalService:
     binary = shutil.which("redis-server")
     if not binary:
         raise RuntimeError("redis-server is not installed and REDIS_URL does not answer")
-    port = port or free_port()
     workdir = Path(tempfile.mkdtemp(prefix="redis-"))
     log_path = workdir / "redis.log"
     proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
@@ -133,15 +171,8 @@ def start_redis_cluster(nodes: int = 3) -> list[LocalService]:
     services: list[LocalService] = []
     try:
         for _ in range(nodes):
-            port = free_port(20000, 45000)  # cluster bus = port + 10000 must stay below 65536
-            workdir = Path(tempfile.mkdtemp(prefix="redis-cluster-"))
-            log_path = workdir / "redis.log"
-            proc = subprocess.Popen(
-                [shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind", "127.0.0.1",
-                 "--save", "", "--appendonly", "no", "--dir", str(workdir), "--logfile", str(log_path),
-                 "--cluster-enabled", "yes", "--cluster-config-file", str(workdir / "nodes.conf")],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-            services.append(_wait_ready(LocalService("redis-cluster", proc, port, log_path, workdir), timeout=15))
+            # Ports below the usual ephemeral range, with the bus port (+10000) free too.
+            services.append(_on_a_free_port(_start_cluster_node, None, choose=lambda: free_port(20000, 32000)))
         subprocess.run(["redis-cli", "--cluster", "create", *(s.address for s in services), "--cluster-replicas",
                         "0", "--cluster-yes"], check=True, capture_output=True, timeout=60)
         _wait_cluster_converged(services)
@@ -150,6 +181,18 @@ def start_redis_cluster(nodes: int = 3) -> list[LocalService]:
         for service in services:
             service.stop()
         raise
+
+
+def _start_cluster_node(port: int) -> LocalService:
+    """One cluster-enabled redis-server (its cluster bus listens on port + 10000)."""
+    workdir = Path(tempfile.mkdtemp(prefix="redis-cluster-"))
+    log_path = workdir / "redis.log"
+    proc = subprocess.Popen(
+        [shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind", "127.0.0.1",
+         "--save", "", "--appendonly", "no", "--dir", str(workdir), "--logfile", str(log_path),
+         "--cluster-enabled", "yes", "--cluster-config-file", str(workdir / "nodes.conf")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    return _wait_ready(LocalService("redis-cluster", proc, port, log_path, workdir), timeout=15)
 
 
 def _wait_cluster_converged(services: list[LocalService], timeout: float = 30) -> None:
