@@ -462,7 +462,7 @@ class _Batch:
                         counts[sample] = counts.get(sample, 0) + 1
                         found.setdefault(sample, []).append(other)
         if self.known_full:
-            for sample in self.known_full & set(sketch):
+            for sample in self.known_full.intersection(sketch):
                 counts[sample] = DF_CAP
         boilerplate = frozenset(s for s, n in counts.items() if n >= DF_CAP) if counts else frozenset()
         self.reads.append((sketch, boilerplate))         # more refs keep boilerplate so
