@@ -157,11 +157,13 @@ class Indexer:
                 "server_us": server / n * 1e6, "kinds": kinds}
 
 
-def probe(index: DedupIndex, items: list[DedupInput], batch: int) -> float:
-    t0 = time.perf_counter()
+def probe(client, index: DedupIndex, items: list[DedupInput], batch: int) -> tuple[float, float, float]:
+    """Per-article wall time, client CPU time and Redis script time of deciding `items`."""
+    s0, c0, t0 = script_usec(client), time.process_time(), time.perf_counter()
     for i in range(0, len(items), batch):
         index.check_and_insert(items[i:i + batch])
-    return (time.perf_counter() - t0) / len(items)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return wall / len(items), cpu / len(items), (script_usec(client) - s0) / 1e6 / len(items)
 
 
 def probe_sets(rounds: int, size: int, start: int, seed: int) -> list[list[DedupInput]]:
@@ -268,11 +270,14 @@ def main() -> None:
         sets = probe_sets(a.rounds, a.probe, big + 1000, a.seed)
         costs_small, costs_large = [], []
         for items in sets:
-            costs_small.append(probe(small.index, items, a.batch))
-            costs_large.append(probe(large.index, items, a.batch))
-        cs, cl = statistics.median(costs_small), statistics.median(costs_large)
+            costs_small.append(probe(client, small.index, items, a.batch))
+            costs_large.append(probe(client, large.index, items, a.batch))
+        (cs, cs_cpu, cs_srv), (cl, cl_cpu, cl_srv) = ([statistics.median(c[k] for c in costs) for k in range(3)]
+                                                      for costs in (costs_small, costs_large))
         print(f"dedup probe cost (median of {a.rounds} rounds of {a.probe}): {cs * 1e6:,.0f} us/article at "
-              f"{small_n:,} indexed, {cl * 1e6:,.0f} us/article at {big:,} indexed, ratio {cl / cs:.2f}x")
+              f"{small_n:,} indexed, {cl * 1e6:,.0f} us/article at {big:,} indexed, ratio {cl / cs:.2f}x "
+              f"(client CPU {cs_cpu * 1e6:,.0f} -> {cl_cpu * 1e6:,.0f} us, Redis scripts {cs_srv * 1e6:,.0f} -> "
+              f"{cl_srv * 1e6:,.0f} us)")
         small.index.drop()
         small = None
         # 4. datasketch on the first ds_n articles of the same stream

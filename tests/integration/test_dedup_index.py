@@ -8,7 +8,7 @@ import redis
 
 from worker.adapters import dedup_index
 from worker.adapters.dedup_index import DedupIndex
-from worker.core.dedup import DedupInput
+from worker.core.dedup import DedupInput, decide
 from worker.core.fingerprint import fingerprint, shingle_hashes
 from worker.core.normalize import normalize_text, words
 
@@ -263,3 +263,46 @@ def test_known_boilerplate_is_not_gathered_again_and_decides_the_same(client, mo
     assert (warm_out[-1].duplicate_of, warm_out[-1].kind) == ("a0", "near_copy")
     assert warm._full, "the footer's postings filled up"
     assert sum(asked_warm[-4:]) < sum(asked_cold[-4:]), (asked_warm, asked_cold)
+
+
+def test_a_chance_hit_of_a_phrase_is_not_sent_back(index, monkeypatch):
+    """A sample whose posting is neither full, nor points at a possible candidate, nor can be filled by the
+    batch changes no decision: GATHER leaves it out, so chance hits (more of them as the index grows) cost
+    nothing on the client."""
+    postings = []
+    load = dedup_index._Batch.load
+    monkeypatch.setattr(dedup_index._Batch, "load", lambda self, sent, records: (
+        postings.append(int.from_bytes(sent[:4], "big")) or load(self, sent, records)))
+    index.check_and_insert([art("o1", STORIES[0], "https://penwick.example/quay")])
+    probe = phrase = None
+    for phrase in _anchor_phrases(STORIES[0]):
+        probe = STORIES[2] + " " + phrase + "."
+        fp = fingerprint("https://tolby.example/1", "Local news", probe)
+        sample = shingle_hashes(words(normalize_text(phrase)))[0]
+        if sample in fp.sketch and sample not in fp.anchors:
+            break
+    else:
+        pytest.fail("no anchor phrase of the original is a plain (non-anchor) sample of the probe")
+    out = index.check_and_insert([art("b1", probe, "https://tolby.example/1", t=T0 + 60)])
+    assert out[0].duplicate_of is None and postings[-1] == 0
+    out = index.check_and_insert([art("c1", STORIES[0][:160], "https://wire.example/3", t=T0 + 180)])
+    assert (out[0].duplicate_of, out[0].kind) == ("o1", "near_copy") and postings[-1] >= 2
+
+
+def test_a_sample_full_only_across_generations_is_boilerplate(index, client, monkeypatch):
+    """Boilerplate is counted over every generation live for the item: two postings of two originals each, in
+    two generations, make a full one, though neither is full and neither points at a candidate."""
+    probe = art("p1", STORIES[1], "https://dunford.example/p1", t=T0)
+    fp = fingerprint(probe.canonical_url, probe.title, probe.text)
+    plain = [s for s in fp.sketch if s not in fp.anchors]
+    shared, lone = plain[0], plain[1]
+    gen = index._gen(T0)
+    for g, refs in ((gen - 1, b"r0000001r0000002"), (gen, b"r0000003r0000004")):
+        client.hset(f"{index._prefix}{g}:x", shared.to_bytes(4, "big"), refs)
+    client.hset(f"{index._prefix}{gen}:x", lone.to_bytes(4, "big"), b"r0000005")
+    seen = []
+    monkeypatch.setattr(dedup_index, "decide", lambda item, fp_, evidence, now, window: (
+        seen.append(evidence.boilerplate) or decide(item, fp_, evidence, now, window)))
+    out = index.check_and_insert([probe])
+    assert out[0].duplicate_of is None
+    assert shared in seen[0] and lone not in seen[0]

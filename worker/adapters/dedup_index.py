@@ -1,8 +1,10 @@
 """Redis-backed duplicate index: atomic check-and-insert of a batch of articles.
 
 Key layout (every key carries the hash tag `{<namespace>}`, so all of a namespace sits in one Redis Cluster
-slot and the two scripts may touch several keys). Entries live in event-time generations of a quarter window,
-so old ones leave by key expiry (live mode, `ttl_seconds`) or simply stop being read (batch mode):
+slot and the two scripts may touch several keys). Entries live in event-time generations of half a window, so
+old ones leave by key expiry (live mode, `ttl_seconds`) or simply stop being read (batch mode). An item reads
+the three generations its window overlaps (a finer cut would bound memory more tightly but cost a lookup per
+sample and generation more: each lookup in a large hash is a few cache misses):
 
     sw:{ns}:meta      HASH  ver (bumped by every commit), tmax (largest event time seen)
     sw:{ns}:log       LIST  per commit (the last LOG_LENGTH), the fields it wrote: what a concurrent batch
@@ -33,7 +35,8 @@ looked up once per batch and generation (generations without postings are skippe
 each item against the postings of its own samples in the generations live for it. Samples the client has
 already seen full (boilerplate: a posting only grows) in a generation live for the whole batch are not looked up
 again (`_known_boilerplate`): common phrases fill more postings as the index grows, and reading them every time
-would make each article slower.
+would make each article slower. For the same reason GATHER sends back only the postings that can change a
+decision: full ones, those pointing at a possible candidate, and those the batch's own writes may fill.
 """
 from __future__ import annotations
 
@@ -57,17 +60,19 @@ DF_CAP = 4
 MIN_ANCHOR_HITS = 2
 LOG_LENGTH = 16
 _REF = 8
-_GENERATIONS_PER_WINDOW = 4
+_GENERATIONS_PER_WINDOW = 2
 _DECODED_CACHE = 100_000
 _KNOWN_FULL_CAP = 1_000_000  # samples remembered as boilerplate (~100 MB); beyond it, old generations go
 
 # ARGV[1] = number of generations, ARGV[2] = items, each: own slot (2 bytes), lowest slot to read (2), ref (8),
 # url key (8), content key (8); ARGV[3] = length of a full posting (DF_CAP refs); ARGV[4] = the distinct sketch
-# samples of the batch (4 bytes each), ARGV[5] = MIN_ANCHOR_HITS. Reply: ver, tmax, then per item one string:
+# samples of the batch (4 bytes each), ARGV[5] = MIN_ANCHOR_HITS, ARGV[6] = the anchors of the batch's items (the
+# samples its writes may add to; 4 bytes each). Reply: ver, tmax, then per item one string:
 #   stored record, URL record (newest generation first)   each: length (4 bytes, 0 = none) + bytes
 #   content hits: count (1) + per hit: slot (2), length (4), record
 # then, for the whole batch (from the lowest slot any item reads; generations without postings are skipped):
-#   postings: count (4) + per posting: slot (2), sample (4), ref count (1), refs (8 each)
+#   postings: count (4) + per posting: slot (2), sample (4), ref count (1), kept count (1), kept refs (8 each):
+#             the refs kept are those of the records below (a full posting keeps none)
 #   records:  count (4) + per record: slot (2), ref (8), length (4), record   (each record once, only for
 #             refs that at least MIN_ANCHOR_HITS postings that are not full point at)
 # Each item is matched against the postings of its own samples by the client, so the samples are looked up
@@ -78,6 +83,7 @@ local blob = ARGV[2]
 local full = tonumber(ARGV[3])
 local sblob = ARGV[4]
 local min_hits = tonumber(ARGV[5])
+local ablob = ARGV[6]
 local A, U, C, X = {}, {}, {}, {}
 for s = 0, n_gen - 1 do
   A[s] = KEYS[3 + s * 4]; U[s] = KEYS[4 + s * 4]; C[s] = KEYS[5 + s * 4]; X[s] = KEYS[6 + s * 4]
@@ -126,7 +132,7 @@ while p <= len do
 end
 local samples = {}
 for i = 1, #sblob / 4 do samples[i] = string.sub(sblob, 4 * i - 3, 4 * i) end
-local postings, records, hits, order = {}, {}, {}, {}
+local found, total, records, hits, order = {}, {}, {}, {}, {}
 for slot = lowest, n_gen - 1 do
   if #samples > 0 and redis.call('EXISTS', X[slot]) == 1 then
     local tag = struct.pack('>I2', slot)
@@ -136,7 +142,9 @@ for slot = lowest, n_gen - 1 do
       for i = 1, last - c + 1 do
         local refs = values[i]
         if refs then
-          postings[#postings + 1] = tag .. samples[c + i - 1] .. string.char(#refs / 8) .. refs
+          local sample = samples[c + i - 1]
+          found[#found + 1] = {tag, sample, refs}
+          total[sample] = (total[sample] or 0) + #refs
           -- a full posting is boilerplate on its own: its originals are never candidates
           if #refs < full then
             for j = 1, #refs, 8 do
@@ -151,7 +159,25 @@ for slot = lowest, n_gen - 1 do
     end
   end
 end
--- only originals that MIN_HITS samples of the batch point at can be a candidate of one of its items
+-- Only originals that MIN_HITS samples of the batch point at can be a candidate of one of its items: a posting
+-- carries its length and only those refs. A posting that holds no such ref changes no decision unless its
+-- sample may be boilerplate: full with the postings of the other generations, or with what the batch may add
+-- to it. The chance hits of common phrases, whose number grows with the index, are left out.
+local anchors = {}
+for i = 1, #ablob, 4 do anchors[string.sub(ablob, i, i + 3)] = true end
+local postings = {}
+for _, f in ipairs(found) do
+  local tag, refs, kept = f[1], f[3], {}
+  if #refs < full then
+    for j = 1, #refs, 8 do
+      local ref = string.sub(refs, j, j + 7)
+      if hits[tag .. ref] >= min_hits then kept[#kept + 1] = ref end
+    end
+  end
+  if #kept > 0 or total[f[2]] >= full or anchors[f[2]] then
+    postings[#postings + 1] = tag .. f[2] .. string.char(#refs / 8, #kept) .. table.concat(kept)
+  end
+end
 for _, k in ipairs(order) do
   if hits[k] >= min_hits then
     local rec = redis.call('HGET', A[struct.unpack('>I2', k)], string.sub(k, 3, 10))
@@ -245,7 +271,8 @@ class DedupIndex:
             samples = {s for fp in prints for s in fp.sketch}
             known = self._known_boilerplate(samples, gens)
             reply = self._gather(keys=keys, args=[len(gens), self._gather_blob(items, prints, gens), DF_CAP * _REF,
-                                                  _packed(samples - known), MIN_ANCHOR_HITS])
+                                                  _packed(samples - known), MIN_ANCHOR_HITS,
+                                                  _packed_anchors(prints)])
             version, tmax = int(reply[0]), float(reply[1]) if reply[1] else -math.inf
             if self._gen(tmax) > gens[-1]:
                 self._tmax = tmax
@@ -323,10 +350,10 @@ class DedupIndex:
 
     def _learn_boilerplate(self, batch: "_Batch", gens: list[int]) -> None:
         """Remember the newest generation in which GATHER found a sample's posting full."""
-        full, full_length = self._full, DF_CAP * _REF
+        full = self._full
         for sample, entries in batch.gathered.items():
-            for slot, _, refs in entries:
-                if len(refs) >= full_length and full.get(sample, -math.inf) < gens[slot]:
+            for slot, _, count, _ in entries:
+                if count >= DF_CAP and full.get(sample, -math.inf) < gens[slot]:
                     full[sample] = gens[slot]
         if len(full) > _KNOWN_FULL_CAP:
             oldest = gens[-1] - _GENERATIONS_PER_WINDOW
@@ -357,7 +384,7 @@ class _Batch:
     contents: dict = field(default_factory=dict)        # content key -> {slot: ref}
     postings: dict = field(default_factory=dict)        # sample -> [(slot, ref)] appended by this batch
     stored: dict = field(default_factory=dict)          # ref -> outcome decided in this batch
-    gathered: dict = field(default_factory=dict)        # sample -> [(slot, slot bytes, refs)] in the index
+    gathered: dict = field(default_factory=dict)        # sample -> [(slot, slot bytes, ref count, candidate refs)]
     fetched: dict = field(default_factory=dict)         # (slot bytes + ref) -> raw record gathered
     safe_tmax: float = math.inf                          # a larger tmax could change a liveness used
     reads: list = field(default_factory=list)           # (sketch, boilerplate) of each item decided
@@ -370,9 +397,9 @@ class _Batch:
         (n,) = _U32.unpack_from(postings, 0)
         p = 4
         for _ in range(n):
-            slot, sample, count = _POSTING.unpack_from(postings, p)
-            end = p + 7 + count * _REF
-            gathered.setdefault(sample, []).append((slot, postings[p:p + 2], postings[p + 7:end]))
+            slot, sample, count, kept = _POSTING.unpack_from(postings, p)
+            end = p + 8 + kept * _REF
+            gathered.setdefault(sample, []).append((slot, postings[p:p + 2], count, postings[p + 8:end]))
             p = end
         fetched = self.fetched
         (n,) = _U32.unpack_from(records, 0)
@@ -450,11 +477,13 @@ class _Batch:
         sketch = fp.sketch
         gathered = self.gathered
         for sample in gathered.keys() & sketch:            # (usually a few samples, or none)
-            for slot, slot_bytes, refs in gathered[sample]:
+            for slot, slot_bytes, count, refs in gathered[sample]:
                 if slot < live_from:
                     continue
-                counts[sample] = counts.get(sample, 0) + len(refs) // _REF
-                found.setdefault(sample, []).extend(slot_bytes + refs[i:i + _REF] for i in range(0, len(refs), _REF))
+                counts[sample] = counts.get(sample, 0) + count
+                if refs:
+                    found.setdefault(sample, []).extend(slot_bytes + refs[i:i + _REF]
+                                                        for i in range(0, len(refs), _REF))
         if self.postings:
             for sample in self.postings.keys() & sketch:
                 for slot, other in self.postings[sample]:
@@ -528,7 +557,7 @@ class _Batch:
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
 _SLOTS = struct.Struct(">HH")
-_POSTING = struct.Struct(">HIB")
+_POSTING = struct.Struct(">HIBB")
 _JSON = json.JSONEncoder(separators=(",", ":")).encode
 _TAG_LEN = {ord("a"): _REF, ord("u"): 8, ord("c"): 8, ord("x"): 4}
 
@@ -562,6 +591,12 @@ def _disjoint(entry: bytes, read_set: set[bytes]) -> bool:
 def _packed(samples: set[int]) -> bytes:
     """Sketch samples packed for GATHER."""
     return struct.pack(f">{len(samples)}I", *samples)
+
+
+def _packed_anchors(prints: Sequence[Fingerprint]) -> bytes:
+    """The anchors of a batch's items (the postings its writes may add to), packed for GATHER."""
+    anchors = {a for fp in prints for a in fp.anchors}
+    return struct.pack(f">{len(anchors)}I", *anchors)
 
 
 def _indexed(outcome: DedupOutcome) -> bool:
