@@ -23,8 +23,8 @@ the fill within minutes and still indexes every one of them (record, URL, conten
 The small index spreads its articles over the same stretch of event time (fewer per hour), so both indexes
 span the same generations and the comparison isolates what the number of articles indexed costs.
 Probes: batches of fresh articles (their own originals and copies of them, identical for both indexes),
-alternated between the small and the large index over several rounds; the median per-article cost of each
-is reported, which cancels most of the drift of a shared machine.
+alternated batch by batch between the small and the large index over several rounds; the median per-article
+cost of each is reported, which cancels most of the drift of a shared machine.
 """
 from __future__ import annotations
 
@@ -157,13 +157,18 @@ class Indexer:
                 "server_us": server / n * 1e6, "kinds": kinds}
 
 
-def probe(client, index: DedupIndex, items: list[DedupInput], batch: int) -> tuple[float, float, float]:
-    """Per-article wall time, client CPU time and Redis script time of deciding `items`."""
-    s0, c0, t0 = script_usec(client), time.process_time(), time.perf_counter()
+def probe(client, indexes: list[DedupIndex], items: list[DedupInput], batch: int) -> list[tuple[float, float, float]]:
+    """Per index, the per-article wall time, client CPU time and Redis script time of deciding `items`; the
+    indexes take turns batch by batch, so a shared machine's drift weighs on all of them alike."""
+    totals = [[0.0, 0.0, 0.0] for _ in indexes]
     for i in range(0, len(items), batch):
-        index.check_and_insert(items[i:i + batch])
-    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    return wall / len(items), cpu / len(items), (script_usec(client) - s0) / 1e6 / len(items)
+        for index, total in zip(indexes, totals):
+            s0, c0, t0 = script_usec(client), time.process_time(), time.perf_counter()
+            index.check_and_insert(items[i:i + batch])
+            total[0] += time.perf_counter() - t0
+            total[1] += time.process_time() - c0
+            total[2] += (script_usec(client) - s0) / 1e6
+    return [(wall / len(items), cpu / len(items), server / len(items)) for wall, cpu, server in totals]
 
 
 def probe_sets(rounds: int, size: int, start: int, seed: int) -> list[list[DedupInput]]:
@@ -270,8 +275,9 @@ def main() -> None:
         sets = probe_sets(a.rounds, a.probe, big + 1000, a.seed)
         costs_small, costs_large = [], []
         for items in sets:
-            costs_small.append(probe(client, small.index, items, a.batch))
-            costs_large.append(probe(client, large.index, items, a.batch))
+            cost_small, cost_large = probe(client, [small.index, large.index], items, a.batch)
+            costs_small.append(cost_small)
+            costs_large.append(cost_large)
         (cs, cs_cpu, cs_srv), (cl, cl_cpu, cl_srv) = ([statistics.median(c[k] for c in costs) for k in range(3)]
                                                       for costs in (costs_small, costs_large))
         print(f"dedup probe cost (median of {a.rounds} rounds of {a.probe}): {cs * 1e6:,.0f} us/article at "

@@ -238,7 +238,7 @@ def test_a_single_shared_anchor_reads_no_record_two_do(index, monkeypatch):
     assert (out[0].duplicate_of, out[0].kind) == ("o1", "near_copy")
 
 
-def test_known_boilerplate_is_not_gathered_again_and_decides_the_same(client, monkeypatch):
+def test_known_boilerplate_is_not_gathered_again_and_decides_the_same(client):
     """Samples whose postings are full stay boilerplate: a long-lived index stops asking Redis for them, and
     decides exactly as a replica that knows nothing yet."""
     footer = " ".join(f"signup{j % 23} newsletter{j % 17} offers{j}" for j in range(30))
@@ -246,16 +246,16 @@ def test_known_boilerplate_is_not_gathered_again_and_decides_the_same(client, mo
     stream = [art(f"a{i}", body + " " + footer, f"https://site{i}.example/{i}", t=T0 + 60 * i)
               for i, body in enumerate(bodies)]
     stream.append(art("copy0", "WIRE - " + bodies[0][:300] + " " + footer, "https://wire.example/0", t=T0 + 900))
-    gathered = []
-    packed = dedup_index._packed
-    monkeypatch.setattr(dedup_index, "_packed", lambda samples: gathered.append(len(samples)) or packed(samples))
     warm = DedupIndex(client, "test-known-" + uuid.uuid4().hex, None, WINDOW)
     cold_namespace = "test-cold-" + uuid.uuid4().hex
     try:
-        warm_out = [warm.check_and_insert([item])[0] for item in stream]
-        asked_warm = list(gathered)
-        cold_out = [DedupIndex(client, cold_namespace, None, WINDOW).check_and_insert([item])[0] for item in stream]
-        asked_cold = gathered[len(asked_warm):]
+        warm_out, asked_warm = [], []
+        for item in stream:
+            warm_out.append(warm.check_and_insert([item])[0])
+            asked_warm.append(warm.stats["samples_asked"] - sum(asked_warm))
+        cold = [DedupIndex(client, cold_namespace, None, WINDOW) for _ in stream]
+        cold_out = [index.check_and_insert([item])[0] for index, item in zip(cold, stream)]
+        asked_cold = [index.stats["samples_asked"] for index in cold]
     finally:
         warm.drop()
         DedupIndex(client, cold_namespace, None, WINDOW).drop()
@@ -306,3 +306,18 @@ def test_a_sample_full_only_across_generations_is_boilerplate(index, client, mon
     out = index.check_and_insert([probe])
     assert out[0].duplicate_of is None
     assert shared in seen[0] and lone not in seen[0]
+
+
+def test_other_samples_are_read_only_for_an_item_that_may_have_a_candidate(index, client, monkeypatch):
+    """Probe samples find candidates; the rest of a sketch matters only for its boilerplate when there is a
+    candidate to compare with, so it is read for those items alone (most articles have none)."""
+    fp = fingerprint("https://dunford.example/1", "Local news", STORIES[1])
+    other = next(s for s in fp.sketch if s not in fp.probes)
+    client.hset(f"{index._prefix}{index._gen(T0)}:x", other.to_bytes(4, "big"), b"r0000001r0000002r0000003r0000004")
+    seen = []
+    monkeypatch.setattr(dedup_index, "decide", lambda item, fp_, evidence, now, window: (
+        seen.append(evidence) or decide(item, fp_, evidence, now, window)))
+    first = index.check_and_insert([art("o1", STORIES[1], "https://dunford.example/1", t=T0)])
+    assert first[0].duplicate_of is None and not seen[-1].candidates and other not in seen[-1].boilerplate
+    copy = index.check_and_insert([art("c1", "DUNFORD - " + STORIES[1], "https://wire.example/1", t=T0 + 60)])
+    assert copy[0].duplicate_of == "o1" and seen[-1].candidates and other in seen[-1].boilerplate

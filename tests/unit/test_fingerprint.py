@@ -1,4 +1,6 @@
 """Fingerprints: exact keys, containment-friendly sampling, headline support."""
+import random
+
 from worker.core.fingerprint import (SKETCH_SIZE, choose_anchors, fingerprint, fingerprints, overlap, sample,
                                      shingle_hashes, title_relatedness, trailing_zeros)
 from worker.core.normalize import normalize_text, words
@@ -113,3 +115,36 @@ def test_batch_fingerprints_are_those_of_each_article_alone():
         tokens = words(normalize_text(text)) or words(normalize_text(title))
         assert (fp.level, fp.sketch) == (sample(shingle_hashes(tokens)) if tokens else (0, ()))
         assert fp.anchors == (choose_anchors(fp.sketch) if fp.sketch else ())
+
+
+def test_copies_share_two_anchors_of_the_original_among_their_probe_samples():
+    """Only probe samples are looked up: a copy (truncated, with a wire head and a site tail, lightly edited,
+    up to about twice the original's length) must keep two of the original's anchors among them."""
+    rng = random.Random(5)
+    vocab = sorted({w for w in words(normalize_text(STORY)) if len(w) > 2}) + [f"word{i}" for i in range(400)]
+    misses, cases = [], 0
+    for _ in range(120):
+        body = " ".join(rng.choice(vocab) for _ in range(rng.randint(40, 600)))
+        tokens = body.split()
+        tail = " ".join(rng.choice(vocab) for _ in range(rng.randint(5, len(tokens) // 2)))
+        edited = list(tokens)
+        for j in rng.sample(range(len(edited)), max(1, len(edited) // 40)):
+            edited[j] = rng.choice(vocab)
+        copies = [" ".join(tokens[:int(len(tokens) * rng.uniform(0.5, 0.95))]),
+                  "LONDON (Wire) - " + body + " " + tail, " ".join(edited)]
+        anchors = set(fingerprint(URL, "", body).anchors)
+        for copy in copies:
+            cases += 1
+            shared = anchors & fingerprint("https://copy.example/1", "", copy).probes
+            if len(shared) < 2:
+                misses.append((len(tokens), copy[:40]))
+    assert not misses, f"{len(misses)} of {cases} copies: {misses[:3]}"
+
+
+def test_probes_are_the_head_and_the_samples_above_the_level():
+    fp = fingerprint(URL, "Pier closed", STORY * 3 + " The end of the report, with a few more words.")
+    assert fp.level > 0
+    assert fp.probes | set(fp.others) == set(fp.sketch) and not fp.probes & set(fp.others)
+    assert set(fp.sketch[:6]) <= fp.probes
+    assert all(trailing_zeros(s) > fp.level for s in fp.probes - set(fp.sketch[:6]))
+    assert all(trailing_zeros(s) == fp.level for s in fp.others)

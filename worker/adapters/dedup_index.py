@@ -27,16 +27,22 @@ version; otherwise the batch is gathered and decided again. So every race has on
 exactly as the same items one at a time would. Each item counts boilerplate and looks for matches only in
 the generations that can be live for it, so the decisions do not depend on how a stream is cut into batches.
 
-Wire format: the items of a batch travel as one packed binary argument, the batch's distinct sketch samples
-as another and the writes as a third; each item's exact-match evidence comes back as one packed binary
-string, and the postings of all the batch's samples (with the records they point to) as two more (see
-`_GATHER`), which keeps redis-py's per-argument encoding and reply parsing out of the hot path. Samples are
-looked up once per batch and generation (generations without postings are skipped); the client then matches
-each item against the postings of its own samples in the generations live for it. Samples the client has
-already seen full (boilerplate: a posting only grows) in a generation live for the whole batch are not looked up
-again (`_known_boilerplate`): common phrases fill more postings as the index grows, and reading them every time
-would make each article slower. For the same reason GATHER sends back only the postings that can change a
-decision: full ones, those pointing at a possible candidate, and those the batch's own writes may fill.
+Wire format: the items of a batch (with their sketch samples) travel as one packed binary argument and the
+writes as another; each item's exact-match evidence comes back as one packed binary string, and the postings
+of the batch's samples (with the records they point to) as two more (see `_GATHER`), which keeps redis-py's
+per-argument encoding and reply parsing out of the hot path. Samples are looked up once per batch and
+generation (generations without postings are skipped); the client then matches each item against the postings
+of its own samples in the generations live for it.
+
+The cost per article must not grow with the index, while each lookup in a larger hash costs more cache misses
+and common phrases fill more postings. So the lookups are as few as the decisions allow:
+- an item finds candidates through its probe samples only (`Fingerprint.probes`, about half its sketch:
+  the only ones that can be anchors of an article it copies); the rest of its sketch matters only for its
+  boilerplate when there is a candidate to compare with, so it is read only for items that may have one;
+- samples the client has already seen full (boilerplate: a posting only grows) in a generation live for the
+  whole batch are not asked for again (`_known_boilerplate`);
+- GATHER sends back only the postings that can change a decision: full ones (counted over the generations),
+  those pointing at a possible candidate, and those the batch's own writes may fill.
 """
 from __future__ import annotations
 
@@ -65,25 +71,27 @@ _DECODED_CACHE = 100_000
 _KNOWN_FULL_CAP = 1_000_000  # samples remembered as boilerplate (~100 MB); beyond it, old generations go
 
 # ARGV[1] = number of generations, ARGV[2] = items, each: own slot (2 bytes), lowest slot to read (2), ref (8),
-# url key (8), content key (8); ARGV[3] = length of a full posting (DF_CAP refs); ARGV[4] = the distinct sketch
-# samples of the batch (4 bytes each), ARGV[5] = MIN_ANCHOR_HITS, ARGV[6] = the anchors of the batch's items (the
-# samples its writes may add to; 4 bytes each). Reply: ver, tmax, then per item one string:
+# url key (8), content key (8), then whether an earlier item of the batch may be a candidate (1), the number of
+# probe samples (1) and of other samples (1), and those samples (4 bytes each; samples known to be boilerplate
+# left out); ARGV[3] = length of a full posting (DF_CAP refs); ARGV[4] = MIN_ANCHOR_HITS; ARGV[5] = the anchors
+# of the batch's items (the samples its writes may add to; 4 bytes each). Reply: ver, tmax, then per item one
+# string:
 #   stored record, URL record (newest generation first)   each: length (4 bytes, 0 = none) + bytes
 #   content hits: count (1) + per hit: slot (2), length (4), record
 # then, for the whole batch (from the lowest slot any item reads; generations without postings are skipped):
 #   postings: count (4) + per posting: slot (2), sample (4), ref count (1), kept count (1), kept refs (8 each):
 #             the refs kept are those of the records below (a full posting keeps none)
 #   records:  count (4) + per record: slot (2), ref (8), length (4), record   (each record once, only for
-#             refs that at least MIN_ANCHOR_HITS postings that are not full point at)
-# Each item is matched against the postings of its own samples by the client, so the samples are looked up
-# once per batch (one HMGET per generation and chunk) however many items share them.
+#             refs that at least MIN_ANCHOR_HITS probe samples' postings that are not full point at)
+# Probe samples are looked up for every item; the other samples only for the items that may have a candidate
+# (their boilerplate then counts in the comparison). Each distinct sample is looked up once per batch and
+# generation (one HMGET per chunk), and each item is matched against the postings of its samples by the client.
 _GATHER = """
 local n_gen = tonumber(ARGV[1])
 local blob = ARGV[2]
 local full = tonumber(ARGV[3])
-local sblob = ARGV[4]
-local min_hits = tonumber(ARGV[5])
-local ablob = ARGV[6]
+local min_hits = tonumber(ARGV[4])
+local ablob = ARGV[5]
 local A, U, C, X = {}, {}, {}, {}
 for s = 0, n_gen - 1 do
   A[s] = KEYS[3 + s * 4]; U[s] = KEYS[4 + s * 4]; C[s] = KEYS[5 + s * 4]; X[s] = KEYS[6 + s * 4]
@@ -101,12 +109,18 @@ local out = {redis.call('HGET', KEYS[1], 'ver') or '0', redis.call('HGET', KEYS[
 local p = 1
 local len = #blob
 local lowest = n_gen
+local items = {}
 while p <= len do
   local own, low = struct.unpack('>I2I2', blob, p)
   local ref = string.sub(blob, p + 4, p + 11)
   local url = string.sub(blob, p + 12, p + 19)
   local content = string.sub(blob, p + 20, p + 27)
-  p = p + 28
+  local in_batch, n_probe, n_rest = string.byte(blob, p + 28, p + 30)
+  p = p + 31
+  local probe = {}
+  for i = 1, n_probe do probe[i] = string.sub(blob, p, p + 3); p = p + 4 end
+  items[#items + 1] = {in_batch == 1, probe, p, n_rest}     -- the other samples are split only when needed
+  p = p + 4 * n_rest
   if low < lowest then lowest = low end
   local parts = {lp(redis.call('HGET', A[own], ref))}
   local by_url = false
@@ -130,52 +144,91 @@ while p <= len do
   parts[3] = string.char(#hits) .. table.concat(hits)
   out[#out + 1] = table.concat(parts)
 end
-local samples = {}
-for i = 1, #sblob / 4 do samples[i] = string.sub(sblob, 4 * i - 3, 4 * i) end
-local found, total, records, hits, order = {}, {}, {}, {}, {}
-for slot = lowest, n_gen - 1 do
-  if #samples > 0 and redis.call('EXISTS', X[slot]) == 1 then
-    local tag = struct.pack('>I2', slot)
-    for c = 1, #samples, 1000 do
-      local last = math.min(c + 999, #samples)
-      local values = redis.call('HMGET', X[slot], unpack(samples, c, last))
-      for i = 1, last - c + 1 do
-        local refs = values[i]
-        if refs then
-          local sample = samples[c + i - 1]
-          found[#found + 1] = {tag, sample, refs}
-          total[sample] = (total[sample] or 0) + #refs
-          -- a full posting is boilerplate on its own: its originals are never candidates
-          if #refs < full then
-            for j = 1, #refs, 8 do
-              local k = tag .. string.sub(refs, j, j + 7)
-              local n = hits[k]
-              if not n then order[#order + 1] = k end
-              hits[k] = (n or 0) + 1
-            end
+local has_x = {}
+for slot = lowest, n_gen - 1 do has_x[slot] = redis.call('EXISTS', X[slot]) == 1 end
+local seen, total = {}, {}
+-- the postings of the samples in `list` not looked up yet, in every generation read: {slot tag, sample, refs}
+local function lookup(list)
+  local todo, found = {}, {}
+  for _, sample in ipairs(list) do
+    if not seen[sample] then seen[sample] = true; todo[#todo + 1] = sample end
+  end
+  for slot = lowest, n_gen - 1 do
+    if #todo > 0 and has_x[slot] then
+      local tag = struct.pack('>I2', slot)
+      for c = 1, #todo, 1000 do
+        local last = math.min(c + 999, #todo)
+        local values = redis.call('HMGET', X[slot], unpack(todo, c, last))
+        for i = 1, last - c + 1 do
+          local refs = values[i]
+          if refs then
+            local sample = todo[c + i - 1]
+            found[#found + 1] = {tag, sample, refs}
+            total[sample] = (total[sample] or 0) + #refs
           end
         end
       end
     end
   end
+  return found
 end
--- Only originals that MIN_HITS samples of the batch point at can be a candidate of one of its items: a posting
--- carries its length and only those refs. A posting that holds no such ref changes no decision unless its
--- sample may be boilerplate: full with the postings of the other generations, or with what the batch may add
--- to it. The chance hits of common phrases, whose number grows with the index, are left out.
-local anchors = {}
-for i = 1, #ablob, 4 do anchors[string.sub(ablob, i, i + 3)] = true end
-local postings = {}
-for _, f in ipairs(found) do
-  local tag, refs, kept = f[1], f[3], {}
+-- 1. every item's probe samples; a full posting is boilerplate on its own: its originals are never candidates
+local wanted = {}
+for _, item in ipairs(items) do
+  for _, sample in ipairs(item[2]) do wanted[#wanted + 1] = sample end
+end
+local probed = lookup(wanted)
+local keys_of, hits, order = {}, {}, {}
+for _, f in ipairs(probed) do
+  local tag, refs = f[1], f[3]
   if #refs < full then
+    local keys = keys_of[f[2]] or {}
     for j = 1, #refs, 8 do
-      local ref = string.sub(refs, j, j + 7)
-      if hits[tag .. ref] >= min_hits then kept[#kept + 1] = ref end
+      local k = tag .. string.sub(refs, j, j + 7)
+      keys[#keys + 1] = k
+      local n = hits[k]
+      if not n then order[#order + 1] = k end
+      hits[k] = (n or 0) + 1
+    end
+    keys_of[f[2]] = keys
+  end
+end
+-- 2. the other samples of the items that may have a candidate: MIN_HITS of their probe samples point at one
+wanted = {}
+for _, item in ipairs(items) do
+  local maybe = item[1]
+  local mine = {}
+  for _, sample in ipairs(item[2]) do
+    if maybe then break end
+    for _, k in ipairs(keys_of[sample] or {}) do
+      mine[k] = (mine[k] or 0) + 1
+      if mine[k] >= min_hits then maybe = true; break end
     end
   end
-  if #kept > 0 or total[f[2]] >= full or anchors[f[2]] then
-    postings[#postings + 1] = tag .. f[2] .. string.char(#refs / 8, #kept) .. table.concat(kept)
+  if maybe then
+    for q = item[3], item[3] + 4 * item[4] - 4, 4 do wanted[#wanted + 1] = string.sub(blob, q, q + 3) end
+  end
+end
+local others = lookup(wanted)
+-- Only originals that MIN_HITS probe samples of the batch point at can be a candidate of one of its items: a
+-- posting carries its length and only those refs. A posting that holds no such ref changes no decision unless
+-- its sample may be boilerplate: full with the postings of the other generations, or with what the batch may
+-- add to it. The chance hits of common phrases, whose number grows with the index, are left out.
+local anchors = {}
+for i = 1, #ablob, 4 do anchors[string.sub(ablob, i, i + 3)] = true end
+local postings, records = {}, {}
+for phase, found in ipairs({probed, others}) do
+  for _, f in ipairs(found) do
+    local tag, refs, kept = f[1], f[3], {}
+    if phase == 1 and #refs < full then
+      for j = 1, #refs, 8 do
+        local ref = string.sub(refs, j, j + 7)
+        if hits[tag .. ref] >= min_hits then kept[#kept + 1] = ref end
+      end
+    end
+    if #kept > 0 or total[f[2]] >= full or anchors[f[2]] then
+      postings[#postings + 1] = tag .. f[2] .. string.char(#refs / 8, #kept) .. table.concat(kept)
+    end
   end
 end
 for _, k in ipairs(order) do
@@ -255,7 +308,7 @@ class DedupIndex:
         self._tmax = -math.inf
         self._decoded: dict[bytes, IndexedArticle] = {}
         self._full: dict[int, int] = {}  # sample -> newest generation in which its posting is known full
-        self.stats = {"batches": 0, "regathers": 0, "commit_retries": 0}
+        self.stats = {"batches": 0, "regathers": 0, "commit_retries": 0, "samples_asked": 0}
 
     def check_and_insert(self, items: Sequence[DedupInput]) -> list[DedupOutcome]:
         """Decide each item in order (later items see earlier ones of the same batch) and index the originals, atomically."""
@@ -268,11 +321,9 @@ class DedupIndex:
             gens = self._generations(items)
             keys = [self._prefix + "meta", self._prefix + "log"] + [
                 self._prefix + f"{g}:{p}" for g in gens for p in "aucx"]
-            samples = {s for fp in prints for s in fp.sketch}
-            known = self._known_boilerplate(samples, gens)
-            reply = self._gather(keys=keys, args=[len(gens), self._gather_blob(items, prints, gens), DF_CAP * _REF,
-                                                  _packed(samples - known), MIN_ANCHOR_HITS,
-                                                  _packed_anchors(prints)])
+            known = self._known_boilerplate({s for fp in prints for s in fp.sketch}, gens)
+            reply = self._gather(keys=keys, args=[len(gens), self._gather_blob(items, prints, gens, known),
+                                                  DF_CAP * _REF, MIN_ANCHOR_HITS, _packed_anchors(prints)])
             version, tmax = int(reply[0]), float(reply[1]) if reply[1] else -math.inf
             if self._gen(tmax) > gens[-1]:
                 self._tmax = tmax
@@ -360,12 +411,17 @@ class DedupIndex:
             kept = {s: g for s, g in full.items() if g >= oldest}
             self._full = kept if len(kept) < _KNOWN_FULL_CAP // 2 else {}
 
-    def _gather_blob(self, items, prints, gens) -> bytes:
+    def _gather_blob(self, items, prints, gens, known) -> bytes:
         slot = {g: s for s, g in enumerate(gens)}
         parts = []
-        for item, fp, low in zip(items, prints, self._live_generations(items)):
+        for item, fp, low, in_batch in zip(items, prints, self._live_generations(items), _may_match_in_batch(prints)):
+            asked, rest = fp.probes, fp.others
+            if known:
+                asked, rest = asked - known, [s for s in rest if s not in known]
             parts.append(_SLOTS.pack(slot[self._gen(item.event_time)], slot[low]) + _ref(item.article_id)
-                         + fp.url_key + fp.content_key)
+                         + fp.url_key + fp.content_key + bytes((in_batch, len(asked), len(rest)))
+                         + struct.pack(f">{len(asked) + len(rest)}I", *asked, *rest))
+            self.stats["samples_asked"] += len(asked) + len(rest)
         return b"".join(parts)
 
 
@@ -474,14 +530,14 @@ class _Batch:
             same_content = self.records[slots[min(live)]] if live else None
         counts: dict[int, int] = {}
         found: dict[int, list[bytes]] = {}               # sample -> keys of the originals it indexes
-        sketch = fp.sketch
+        sketch, probe = fp.sketch, fp.probes
         gathered = self.gathered
         for sample in gathered.keys() & sketch:            # (usually a few samples, or none)
             for slot, slot_bytes, count, refs in gathered[sample]:
                 if slot < live_from:
                     continue
                 counts[sample] = counts.get(sample, 0) + count
-                if refs:
+                if refs and sample in probe:
                     found.setdefault(sample, []).extend(slot_bytes + refs[i:i + _REF]
                                                         for i in range(0, len(refs), _REF))
         if self.postings:
@@ -489,7 +545,8 @@ class _Batch:
                 for slot, other in self.postings[sample]:
                     if slot >= live_from:
                         counts[sample] = counts.get(sample, 0) + 1
-                        found.setdefault(sample, []).append(other)
+                        if sample in probe:
+                            found.setdefault(sample, []).append(other)
         if self.known_full:
             for sample in self.known_full.intersection(sketch):
                 counts[sample] = DF_CAP
@@ -588,9 +645,18 @@ def _disjoint(entry: bytes, read_set: set[bytes]) -> bool:
     return True
 
 
-def _packed(samples: set[int]) -> bytes:
-    """Sketch samples packed for GATHER."""
-    return struct.pack(f">{len(samples)}I", *samples)
+def _may_match_in_batch(prints: Sequence[Fingerprint]) -> list[int]:
+    """Per item, 1 when MIN_ANCHOR_HITS of its probe samples are anchors of one earlier item of the batch (which
+    may be indexed before it is decided): its other samples must then be read for their boilerplate."""
+    earlier: set[int] = set()
+    out = []
+    for i, fp in enumerate(prints):
+        probes = fp.probes
+        may = len(probes & earlier) >= MIN_ANCHOR_HITS and any(
+            len(probes.intersection(prints[j].anchors)) >= MIN_ANCHOR_HITS for j in range(i))
+        out.append(int(may))
+        earlier.update(fp.anchors)
+    return out
 
 
 def _packed_anchors(prints: Sequence[Fingerprint]) -> bytes:

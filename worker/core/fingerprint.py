@@ -9,8 +9,9 @@ Pure functions, no I/O. The content compared is the normalised body (the title w
   smallest `j` with at most `SKETCH_SIZE` shingles whose hash has `j` trailing zero bits; two sketches are
   compared at the coarser of their two levels, where both are unbiased samples of the same shingle subset.
 - `anchors`: the few samples an original is indexed under (the highest-level samples plus the first ones,
-  which survive truncation). A query looks up all its samples and finds an original by two shared anchors
-  (one alone is a chance collision, see `worker.adapters.dedup_index.MIN_ANCHOR_HITS`).
+  which survive truncation). A query finds an original by two shared anchors (one alone is a chance
+  collision, see `worker.adapters.dedup_index.MIN_ANCHOR_HITS`) among its `probes`: only those can be the
+  anchors of an article it copies, so only those are looked up in the index.
 - `title_words` / `body_supports_title`: whether the body is about the headline at all; a crawled page whose
   body is site furniture (sign-up forms, video lists) does not mention its own headline.
 
@@ -38,6 +39,8 @@ SHINGLE_WORDS = 3
 SKETCH_SIZE = 64
 RANKED_ANCHORS = 6
 HEAD_ANCHORS = 2
+PROBE_HEAD = 6
+PROBE_LEVEL_MARGIN = 1
 TITLE_WORDS = 12
 MIN_TITLE_WORD_LEN = 4
 SUPPORT_THRESHOLD = 0.2
@@ -53,6 +56,14 @@ class Fingerprint:
     anchors: tuple[int, ...]
     title_words: frozenset[int]      # 16-bit hashes of the headline's longer words
     body_supports_title: bool
+    # The samples that can be anchors of an article this one copies: its first PROBE_HEAD ones and those at
+    # least PROBE_LEVEL_MARGIN above its level (about half the sketch). An original's ranked anchors are its
+    # highest-level samples, two or more levels above its sketch's level (a quarter of a full sketch is); a copy
+    # up to about twice the original's length samples at most one level higher, so they are among its samples
+    # a level above its own. The original's head anchors are among the copy's first samples unless a long head
+    # was added. `others` is the rest of the sketch.
+    probes: frozenset[int]
+    others: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -330,6 +341,11 @@ def fingerprints(articles: Sequence[tuple[str, str, str]]) -> list[Fingerprint]:
     top_doc = sample_doc[top]
     top_bounds = np.searchsorted(top_doc, np.arange(n_docs + 1))
     sample_list = samples.tolist()
+    position = np.arange(len(samples)) - bounds[sample_doc]
+    probe = (position < PROBE_HEAD) | (zeros >= level[sample_doc] + PROBE_LEVEL_MARGIN)
+    probe_list, other_list = samples[probe].tolist(), samples[~probe].tolist()
+    probe_l = np.searchsorted(sample_doc[probe], np.arange(n_docs + 1)).tolist()
+    other_l = np.searchsorted(sample_doc[~probe], np.arange(n_docs + 1)).tolist()
     top_list = samples[top].tolist()
     bounds_l, top_l, level_l = bounds.tolist(), top_bounds.tolist(), level.tolist()
 
@@ -375,6 +391,8 @@ def fingerprints(articles: Sequence[tuple[str, str, str]]) -> list[Fingerprint]:
             anchors=anchors,
             title_words=frozenset(h & 0xFFFF for h in headline[:TITLE_WORDS]),
             body_supports_title=supported,
+            probes=frozenset(probe_list[probe_l[d]:probe_l[d + 1]]),
+            others=tuple(other_list[other_l[d]:other_l[d + 1]]),
         ))
     return out
 
