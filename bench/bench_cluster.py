@@ -5,7 +5,11 @@ name pool and a few reports spread over a day or two; event time advances steadi
 the active stories stay bounded while the stories ever seen keep growing. Runs StoryStore on Redis
 (REDIS_URL, default redis://127.0.0.1:6379/0) in a throw-away namespace.
 
-    python bench/bench_cluster.py [--articles 12000] [--batch 32] [--model]
+    python bench/bench_cluster.py [--articles 12000] [--batch 32] [--probe 1000] [--model]
+
+Two stores see the same stream: the large one all of it, the small one only its last window (the stories
+that can still be active). Both then assign the same fresh articles, batch by batch in turn, so the ratio of
+their per-article costs is what the number of stories ever seen costs.
 
 Each synthetic article carries a lead embedding (a unit vector near its event's own direction), so the figures
 are the clustering stage alone; `--model` also times the ONNX lead embedder on the synthetic leads (that cost
@@ -64,41 +68,55 @@ def timed(store: StoryStore, items: list[ClusterInput], batch: int) -> float:
     return time.perf_counter() - start
 
 
+def probe(stores: list[StoryStore], items: list[ClusterInput], batch: int) -> list[float]:
+    """Per store, the seconds spent assigning `items`; the stores take turns batch by batch, so a shared
+    machine's drift weighs on both alike."""
+    spent = [0.0] * len(stores)
+    for i in range(0, len(items), batch):
+        for k, store in enumerate(stores):
+            start = time.perf_counter()
+            store.assign(items[i:i + batch])
+            spent[k] += time.perf_counter() - start
+    return spent
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--articles", type=int, default=12000)
+    parser.add_argument("--articles", type=int, default=12000, help="history of the large store")
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--probe", type=int, default=500, help="articles timed at the start and at the end")
+    parser.add_argument("--probe", type=int, default=1000, help="fresh articles timed on both stores")
     parser.add_argument("--model", action="store_true", help="also time the ONNX lead embedder")
     args = parser.parse_args()
     client = redis.Redis.from_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
-    store = StoryStore(client, "bench-" + uuid.uuid4().hex, None, window_seconds=7 * DAY)
-    items = synthetic_articles(args.articles)
+    window = 7 * DAY
+    items = synthetic_articles(args.articles + args.probe)
+    history, fresh = items[:args.articles], items[args.articles:]
+    # the small store has seen only the stories that can still be active when the probe starts
+    recent = [i for i in history if i.event_time >= fresh[0].event_time - window - 2 * DAY]
+    large = StoryStore(client, "bench-" + uuid.uuid4().hex, None, window_seconds=window)
+    small = StoryStore(client, "bench-" + uuid.uuid4().hex, None, window_seconds=window)
+
+    def stories(store: StoryStore) -> int:
+        return sum(1 for _ in client.scan_iter(match=f"sw:{{{store.namespace}}}:story:*", count=1000))
+
     try:
-        half = len(items) // 2
-        early = timed(store, items[:args.probe], args.batch)
-        middle = timed(store, items[args.probe:half], args.batch)
-        stories_at_half = sum(1 for _ in client.scan_iter(match=f"sw:{{{store.namespace}}}:story:*", count=1000))
-        middle_probe = timed(store, items[half:half + args.probe], args.batch)
-        middle += middle_probe + timed(store, items[half + args.probe:-args.probe], args.batch)
-        active_before_late = client.zcount(store._key("active"), items[-args.probe].event_time - 7 * DAY, "+inf")
-        late = timed(store, items[-args.probe:], args.batch)
-        stories_ever = sum(1 for _ in client.scan_iter(match=f"sw:{{{store.namespace}}}:story:*", count=1000))
+        fill = timed(large, history, args.batch)
+        timed(small, recent, args.batch)
+        seen = (stories(small), stories(large))
+        active = [client.zcount(s._key("active"), fresh[0].event_time - window, "+inf") for s in (small, large)]
+        cost_small, cost_large = probe([small, large], fresh, args.batch)
     finally:
-        store.drop()
-    total = early + middle + late
-    print(f"articles: {len(items)}  batch: {args.batch}  stories ever seen: {stories_ever}  "
-          f"active (in window) before the last probe: {active_before_late}")
-    print(f"clustering stage: {len(items) / total:.0f} articles/s overall")
-    print(f"per-article cost, first {args.probe} (few stories seen): {1000 * early / args.probe:.2f} ms")
-    print(f"per-article cost, {args.probe} from the middle ({stories_at_half} stories seen): "
-          f"{1000 * middle_probe / args.probe:.2f} ms")
-    print(f"per-article cost, last {args.probe} ({stories_ever} stories seen): {1000 * late / args.probe:.2f} ms")
-    print(f"ratio last/first: {late / early:.2f}   ratio last/middle: {late / middle_probe:.2f}")
+        large.drop()
+        small.drop()
+    print(f"clustering stage: {len(history) / fill:.0f} articles/s ({len(history)} articles, batch {args.batch})")
+    print(f"probe of {len(fresh)} fresh articles, alternated batch by batch: "
+          f"{1000 * cost_small / len(fresh):.2f} ms/article with {seen[0]} stories ever seen ({active[0]} active), "
+          f"{1000 * cost_large / len(fresh):.2f} ms/article with {seen[1]} ({active[1]} active), "
+          f"ratio {cost_large / cost_small:.2f}x")
     if args.model:
         from worker.core.embedding import Embedder
         embedder = Embedder()
-        leads = [lead_of(i.title, i.text) for i in items[:args.probe]]
+        leads = [lead_of(i.title, i.text) for i in fresh]
         start = time.perf_counter()
         embedder.embed(leads)
         spent = time.perf_counter() - start
