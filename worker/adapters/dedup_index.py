@@ -182,15 +182,17 @@ local keys_of, hits, order = {}, {}, {}
 for _, f in ipairs(probed) do
   local tag, refs = f[1], f[3]
   if #refs < full then
-    local keys = keys_of[f[2]] or {}
+    local keys, own = keys_of[f[2]] or {}, {}
     for j = 1, #refs, 8 do
       local k = tag .. string.sub(refs, j, j + 7)
       keys[#keys + 1] = k
+      own[#own + 1] = k
       local n = hits[k]
       if not n then order[#order + 1] = k end
       hits[k] = (n or 0) + 1
     end
     keys_of[f[2]] = keys
+    f[4] = own                                       -- this posting's (slot tag .. ref) keys
   end
 end
 -- 2. the other samples of the items that may have a candidate: MIN_HITS of their probe samples point at one
@@ -217,17 +219,14 @@ local others = lookup(wanted)
 local anchors = {}
 for i = 1, #ablob, 4 do anchors[string.sub(ablob, i, i + 3)] = true end
 local postings, records = {}, {}
-for phase, found in ipairs({probed, others}) do
+for _, found in ipairs({probed, others}) do
   for _, f in ipairs(found) do
-    local tag, refs, kept = f[1], f[3], {}
-    if phase == 1 and #refs < full then
-      for j = 1, #refs, 8 do
-        local ref = string.sub(refs, j, j + 7)
-        if hits[tag .. ref] >= min_hits then kept[#kept + 1] = ref end
-      end
+    local kept = {}
+    for _, k in ipairs(f[4] or {}) do
+      if hits[k] >= min_hits then kept[#kept + 1] = string.sub(k, 3, 10) end
     end
     if #kept > 0 or total[f[2]] >= full or anchors[f[2]] then
-      postings[#postings + 1] = tag .. f[2] .. string.char(#refs / 8, #kept) .. table.concat(kept)
+      postings[#postings + 1] = f[1] .. f[2] .. string.char(#f[3] / 8, #kept) .. table.concat(kept)
     end
   end
 end
@@ -323,7 +322,8 @@ class DedupIndex:
                 self._prefix + f"{g}:{p}" for g in gens for p in "aucx"]
             known = self._known_boilerplate({s for fp in prints for s in fp.sketch}, gens)
             reply = self._gather(keys=keys, args=[len(gens), self._gather_blob(items, prints, gens, known),
-                                                  DF_CAP * _REF, MIN_ANCHOR_HITS, _packed_anchors(prints)])
+                                                  DF_CAP * _REF, MIN_ANCHOR_HITS,
+                                                  _packed([*{a for fp in prints for a in fp.anchors}])])
             version, tmax = int(reply[0]), float(reply[1]) if reply[1] else -math.inf
             if self._gen(tmax) > gens[-1]:
                 self._tmax = tmax
@@ -414,13 +414,14 @@ class DedupIndex:
     def _gather_blob(self, items, prints, gens, known) -> bytes:
         slot = {g: s for s, g in enumerate(gens)}
         parts = []
-        for item, fp, low, in_batch in zip(items, prints, self._live_generations(items), _may_match_in_batch(prints)):
+        lows, in_batch = self._live_generations(items), _may_match_in_batch(prints)
+        for item, fp, low, may in zip(items, prints, lows, in_batch):
             asked, rest = fp.probes, fp.others
             if known:
                 asked, rest = asked - known, [s for s in rest if s not in known]
             parts.append(_SLOTS.pack(slot[self._gen(item.event_time)], slot[low]) + _ref(item.article_id)
-                         + fp.url_key + fp.content_key + bytes((in_batch, len(asked), len(rest)))
-                         + struct.pack(f">{len(asked) + len(rest)}I", *asked, *rest))
+                         + fp.url_key + fp.content_key + bytes((may, len(asked), len(rest)))
+                         + _packed([*asked, *rest]))
             self.stats["samples_asked"] += len(asked) + len(rest)
         return b"".join(parts)
 
@@ -659,10 +660,9 @@ def _may_match_in_batch(prints: Sequence[Fingerprint]) -> list[int]:
     return out
 
 
-def _packed_anchors(prints: Sequence[Fingerprint]) -> bytes:
-    """The anchors of a batch's items (the postings its writes may add to), packed for GATHER."""
-    anchors = {a for fp in prints for a in fp.anchors}
-    return struct.pack(f">{len(anchors)}I", *anchors)
+def _packed(samples: Sequence[int]) -> bytes:
+    """Samples as GATHER reads them: 4 bytes each, big-endian."""
+    return struct.pack(f">{len(samples)}I", *samples)
 
 
 def _indexed(outcome: DedupOutcome) -> bool:
