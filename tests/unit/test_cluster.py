@@ -233,3 +233,8 @@ def test_different_counts_of_the_same_thing_pull_the_score_down():
     same, other, partly = (_score(base, x)[1] for x in (agree, differ, mixed))
     assert abs((same - other) - CONFIG.number_penalty) < 0.05  # the words differ a little too ("4", "1")
     assert partly > other  # one count in common: a later toll of the same event, no penalty
+
+
+def test_clock_times_and_years_are_not_counts():
+    lead = "Updated: November 11, 2011 20:09 IST. In 2011 Indian sailors held 26 pirates at 3 pm"
+    assert numbers_of(lead) == {"pirate=26"}
