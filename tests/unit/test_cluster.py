@@ -115,6 +115,18 @@ def test_candidates_come_only_from_the_index_and_the_window():
     assert rank_candidates(features, {}, T0, CONFIG) == []
 
 
+def test_a_report_rich_in_entities_is_still_filed_under_its_headline_words():
+    places = [(f"Street {i}", "FAC") for i in range(20)] + [("South Side Chatham", "GPE")]
+    rich = weigh(article_features(article("a", "Police: 1 dead, 3 hurt in shooting at Chatham club",
+                                          "One man was killed.", places), CONFIG), Counter(), 1, CONFIG)
+    assert len(rich.index_keys) == CONFIG.max_index_keys
+    assert {"chatham", "club"} <= set(rich.index_keys)
+    assert sum(k.startswith("e:") for k in rich.index_keys) == CONFIG.max_index_keys - CONFIG.index_title_terms
+    sparse = weigh(article_features(article("b", "Shooting", "One man was killed.", places), CONFIG), Counter(),
+                   1, CONFIG)
+    assert len(sparse.index_keys) == CONFIG.max_index_keys and "shooting" in sparse.index_keys
+
+
 def test_story_state_stays_current():
     first = quake("a1", QUAKE_A, "Earthquake off Sumatra.", 0)
     second = article("a2", "Sumatra earthquake kills dozens in Banda Aceh", "Dozens died in Banda Aceh.",

@@ -61,6 +61,7 @@ class ClusterConfig:
     time_grace_days: float = 1.0       # reports of one event within a day of each other are not apart
     threshold: float = 0.07
     max_index_keys: int = 12           # index keys an article is filed and looked up under
+    index_title_terms: int = 4         # of which title words, at least (when the title has them)
     max_candidates: int = 24           # stories scored per article
     story_entities_kept: int = 64
     story_terms_kept: int = 200
@@ -219,9 +220,15 @@ def weigh(features: ArticleFeatures, df: Mapping[str, int], n_docs: int, config:
     entity_vector = {key: sal * _TYPE_WEIGHT[features.entity_info[key][0]] * idf(df.get(key, 0), n_docs)
                      for key, sal in features.entities.items()}
     term_vector = {t: w * idf(df.get(t, 0), n_docs) for t, w in features.terms.items()}
-    scored = dict(entity_vector)
-    scored.update({t: 0.5 * idf(df.get(t, 0), n_docs) for t in features.title_terms if t not in scored})
-    keys = sorted(scored, key=lambda k: (-scored[k], k))[:config.max_index_keys]
+    title = {t: 0.5 * idf(df.get(t, 0), n_docs) for t in features.title_terms}
+    by_title = sorted(title, key=lambda k: (-title[k], k))
+    by_entity = sorted(entity_vector, key=lambda k: (-entity_vector[k], k))
+    # A few title words always, the rarest first: a report rich in entities must still meet the story whose
+    # headline names the place another way ("Chatham" against "South Side Chatham").
+    n_entities = min(config.max_index_keys - min(config.index_title_terms, len(by_title)), len(by_entity))
+    scored = {**title, **entity_vector}
+    keys = sorted(by_entity[:n_entities] + by_title[:config.max_index_keys - n_entities],
+                  key=lambda k: (-scored[k], k))
     mean = tuple(embedding_mean) if embedding_mean is not None and features.embedding is not None else None
     return replace(features, entity_vector=entity_vector, term_vector=term_vector, index_keys=tuple(keys),
                    embedding_mean=mean)
