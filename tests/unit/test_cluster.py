@@ -248,5 +248,5 @@ def test_different_counts_of_the_same_thing_pull_the_score_down():
 
 
 def test_clock_times_and_years_are_not_counts():
-    lead = "Updated: November 11, 2011 20:09 IST. In 2011 Indian sailors held 26 pirates at 3 pm"
+    lead = "Updated: November 11, 2011 20:09 IST. In 2011 Indian sailors held 26 pirates at 3 pm, freed at 5 p.m."
     assert numbers_of(lead) == {"pirate=26"}

@@ -155,7 +155,7 @@ _NUMBER_WORDS = {w: str(i) for i, w in enumerate(
 # Words after a number that make it a clock time or a date, not a count ("20:09 IST", "May 2, 2013 1:12 PM").
 _NOT_COUNTED = frozenset("""
 am pm a.m p.m gmt bst utc ist est edt cst cdt pst pdt cet cest eet hrs hr h jan feb mar apr jun jul aug sep sept
-oct nov dec january february march april may june july august september october november december
+oct nov dec p january february march april may june july august september october november december
 """.split())
 _COUNTED = re.compile(r"\b(\d+(?:[.,]\d+)?|" + "|".join(_NUMBER_WORDS) + r")[\s-]+([a-z][a-z-]*)")
 
