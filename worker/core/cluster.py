@@ -214,8 +214,8 @@ def weigh(features: ArticleFeatures, df: Mapping[str, int], n_docs: int, config:
 
     The weights are frozen with the article: a story sums the vectors of its articles as they were when each
     joined, so a decision never needs frequencies beyond the article's own keys, whatever the batch cut.
-    Index keys are the most salient, rarest entities and title terms, bounded in number so that the cost of
-    an article does not grow with the stories ever seen.
+    Index keys are the most salient, rarest entities and the rarest title terms (a few of those always),
+    bounded in number so that the cost of an article does not grow with the stories ever seen.
     """
     entity_vector = {key: sal * _TYPE_WEIGHT[features.entity_info[key][0]] * idf(df.get(key, 0), n_docs)
                      for key, sal in features.entities.items()}
