@@ -152,10 +152,11 @@ def terms_of(text: str) -> list[str]:
 _NUMBER_WORDS = {w: str(i) for i, w in enumerate(
     "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
     "seventeen eighteen nineteen twenty".split())}
-# Words after a number that make it a clock time or a date, not a count ("20:09 IST", "May 2, 2013 1:12 PM").
+# Words after a number that make it a clock time or a date, not a count ("20:09 IST", "1:12 PM", "3 p.m.", "May
+# 2"): the counted word is letters and hyphens only, so "p.m." arrives as "p".
 _NOT_COUNTED = frozenset("""
-am pm a.m p.m gmt bst utc ist est edt cst cdt pst pdt cet cest eet hrs hr h jan feb mar apr jun jul aug sep sept
-oct nov dec p january february march april may june july august september october november december
+am pm p gmt bst utc ist est edt cst cdt pst pdt cet cest eet hrs hr h jan feb mar apr jun jul aug sep sept oct nov
+dec january february march april may june july august september october november december
 """.split())
 _COUNTED = re.compile(r"\b(\d+(?:[.,]\d+)?|" + "|".join(_NUMBER_WORDS) + r")[\s-]+([a-z][a-z-]*)")
 
@@ -165,7 +166,7 @@ def numbers_of(text: str) -> set[str]:
     "16-year-old" -> "year-old=16", "magnitude 5.6" is caught as "5.6 magnitude" only in that order."""
     out = set()
     for number, word in _COUNTED.findall(normalize_text(text).casefold()):
-        if word in _STOPWORDS and word not in ("year", "years") or word in _NOT_COUNTED or _YEAR.fullmatch(number):
+        if (word in _STOPWORDS and word not in ("year", "years")) or word in _NOT_COUNTED or _YEAR.fullmatch(number):
             continue
         out.add(f"{stem(word)}={_NUMBER_WORDS.get(number, number.replace(',', ''))}")
     return out
