@@ -49,6 +49,7 @@ VARIANTS = {
     "no_years": dataclasses.replace(BASE, year_penalty=0.0),
     "no_numbers": dataclasses.replace(BASE, number_penalty=0.0),
     "no_centring": dataclasses.replace(BASE, embed_center=False),
+    "no_headline_names": dataclasses.replace(BASE, headline_names=False),
 }
 
 

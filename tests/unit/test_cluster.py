@@ -1,12 +1,14 @@
 """Similarity and assignment on self-written fixtures, driven through the pure core in memory."""
 import base64
 from collections import Counter
+from dataclasses import replace
 
 import pytest
 
 from worker.core.cluster import (DAY, ClusterConfig, ClusterInput, add_copy, article_features, decide,
                                  df_keys, embedding_counts, embedding_mean, embedding_score, merge_article,
-                                 new_story, numbers_of, public_view, rank_candidates, similarity, weigh)
+                                 new_story, numbers_of, public_view, rank_candidates, similarity, weigh,
+                                 with_story_names)
 from worker.core.embedding import DIM, dequantize, lead_of, quantize
 from worker.core.entities import Entity
 
@@ -34,6 +36,7 @@ def replay(items, config=CONFIG, window_days=30.0):
             stories[story_id] = new_story(story_id, item, features, config)
         else:
             story_id = decision.story_id
+            features = with_story_names(features, stories[story_id], config)
             stories[story_id] = merge_article(stories[story_id], item, features, config)
         for key in stories[story_id]["keys"]:
             postings.setdefault(key, {})[story_id] = stories[story_id]["last_seen"]
@@ -227,6 +230,28 @@ def test_headline_only_articles_use_the_same_config():
     decision, _ = _score(first, second, config)
     assert decision.story_id == "s"
     assert lead_of(second.title, second.text) == second.title and lead_of("T", "") == "T"
+
+
+def test_a_bare_headline_counts_the_story_names_it_spells_out():
+    """NER misses names in Title-Case headlines: a headline with no body borrows the candidate story's entities
+    it spells out in whole words; an article with a body (NER had sentences) does not."""
+    games = [("Titanfall", "PRODUCT"), ("Respawn", "ORG"), ("Microsoft", "ORG")]
+    first = article("g1", "Respawn: Titanfall servers hold up", "Respawn said Titanfall servers on Microsoft's "
+                    "cloud held up at launch.", games)
+    bare = ClusterInput("g2", "Early UK Titanfall players won't be banned", None, "o2", "https://x.example/g2",
+                        T0 + 3600, [], "en")
+    bodied = replace(bare, article_id="g3", text="Players who started early will keep their accounts.")
+    titan = replace(bare, article_id="g4", title="Early UK Titan players won't be banned")
+    off = ClusterConfig(headline_names=False)
+    assert _score(first, bare)[1] > _score(first, bare, off)[1]
+    assert _score(first, bare)[0].shared_entities == ["Titanfall"]
+    assert _score(first, bodied)[1] == _score(first, bodied, off)[1]
+    assert _score(first, titan)[1] == _score(first, titan, off)[1]  # whole words only
+
+    assignment, stories = replay([first, bare])
+    assert assignment["g2"] == assignment["g1"]
+    counts = {e["canonical"]: e["count"] for e in public_view(stories[assignment["g1"]])["top_entities"]}
+    assert counts["Titanfall"] == 2 and counts["Respawn"] == 1
 
 
 def test_quantised_vectors_keep_cosines():

@@ -273,6 +273,7 @@ class StoryStore:
             action = "created"
         else:
             story_id = decision.story_id
+            features = cluster.with_story_names(features, snap.stories[story_id], self.config)
             state = cluster.merge_article(snap.stories[story_id], item, features, self.config)
             action = "article_added"
         state["version"] += 1
