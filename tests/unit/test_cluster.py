@@ -247,6 +247,9 @@ def test_a_bare_headline_counts_the_story_names_it_spells_out():
     assert _score(first, bare)[0].shared_entities == ["Titanfall"]
     assert _score(first, bodied)[1] == _score(first, bodied, off)[1]
     assert _score(first, titan)[1] == _score(first, titan, off)[1]  # whole words only
+    burgers = article("m1", "McDonald's sales fall", "McDonald's said sales fell.", [("McDonald", "ORG")])
+    possessive = replace(bare, article_id="m2", title="McDonald’s Sales Tank In February")
+    assert _score(burgers, possessive)[0].shared_entities == ["McDonald"]  # canonical names drop the 's
 
     assignment, stories = replay([first, bare])
     assert assignment["g2"] == assignment["g1"]

@@ -210,9 +210,7 @@ def article_features(item: ClusterInput, config: ClusterConfig) -> ArticleFeatur
 
 
 def _bare_headline(item: ClusterInput) -> str:
-    if (item.text or "").strip():
-        return ""
-    return f" {' '.join(words(normalize_text(item.title or '')))} "
+    return "" if (item.text or "").strip() else _word_string(item.title or "")
 
 
 def idf(df: int, n_docs: int) -> float:
@@ -404,13 +402,19 @@ def with_story_names(features: ArticleFeatures, story: dict, config: ClusterConf
 
 
 def _spells_out(headline: str, name: str) -> bool:
-    folded = _as_words(name)
+    folded = _name_words(name)
     return folded != "  " and folded in headline
 
 
-@lru_cache(maxsize=65_536)
-def _as_words(name: str) -> str:
-    return f" {' '.join(words(name))} "
+@lru_cache(maxsize=16_384)
+def _name_words(name: str) -> str:
+    return _word_string(name)
+
+
+def _word_string(text: str) -> str:
+    """' word word ' case-folded, possessives dropped as in canonical names ("McDonald's" -> "mcdonald")."""
+    folded = [w[:-2] if w.endswith("'s") else w for w in words(normalize_text(text))]
+    return " " + " ".join(folded) + " "
 
 
 def _number_conflict(numbers: Sequence[str], story_numbers: Mapping[str, int]) -> float:
