@@ -100,14 +100,14 @@ def test_update_stays_in_story_and_recounts_entities(store):
 
 
 def test_a_bare_headline_joins_with_the_story_names_it_spells_out(store):
-    created, = store.assign([report("a1")])
+    created, _ = store.assign([report("a1"), report("a2", day=0.1)])
     bare = ClusterInput("h1", "Harbin warehouse fire: Li Qiang orders inquiry", None, "outlet-b",
-                        "https://x.example/h1", T0 + 0.1 * DAY, [], "en")
+                        "https://x.example/h1", T0 + 0.2 * DAY, [], "en")
     joined, = store.assign([bare])
     assert (joined.action, joined.story_id) == ("article_added", created.story_id)
     assert set(joined.shared_entities) == {"Harbin", "Li Qiang"}
     counts = {e["canonical"]: e["count"] for e in joined.story["top_entities"]}
-    assert counts == {"Harbin": 2, "Li Qiang": 2}
+    assert counts == {"Harbin": 3, "Li Qiang": 3}
 
 
 def test_close_expired_closes_once(store):

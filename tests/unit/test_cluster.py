@@ -232,29 +232,49 @@ def test_headline_only_articles_use_the_same_config():
     assert lead_of(second.title, second.text) == second.title and lead_of("T", "") == "T"
 
 
+def _story_of(reports, config=CONFIG):
+    """One story of `reports` in order, with the document frequencies after them."""
+    df, story = Counter(), None
+    for n, item in enumerate(reports):
+        f = weigh(article_features(item, config), df, n, config)
+        story = new_story("s", item, f, config) if story is None else merge_article(story, item, f, config)
+        df.update(set(df_keys(f)))
+    return story, df
+
+
+def _against(reports, item, config=CONFIG):
+    story, df = _story_of(reports, config)
+    features = weigh(article_features(item, config), df, len(reports), config)
+    return decide(features, [story], config), similarity(features, story, config)[0]
+
+
 def test_a_bare_headline_counts_the_story_names_it_spells_out():
     """NER misses names in Title-Case headlines: a headline with no body borrows the candidate story's entities
-    it spells out in whole words; an article with a body (NER had sentences) does not."""
-    games = [("Titanfall", "PRODUCT"), ("Respawn", "ORG"), ("Microsoft", "ORG")]
-    first = article("g1", "Respawn: Titanfall servers hold up", "Respawn said Titanfall servers on Microsoft's "
-                    "cloud held up at launch.", games)
-    bare = ClusterInput("g2", "Early UK Titanfall players won't be banned", None, "o2", "https://x.example/g2",
-                        T0 + 3600, [], "en")
-    bodied = replace(bare, article_id="g3", text="Players who started early will keep their accounts.")
-    titan = replace(bare, article_id="g4", title="Early UK Titan players won't be banned")
+    that two reports or more gave and that it spells out in whole words; an article with a body does not."""
+    games = [("Titanfall", "PRODUCT"), ("Respawn", "ORG")]
+    reports = [article("g1", "Respawn: Titanfall servers hold up", "Respawn said Titanfall servers on Microsoft "
+                       "Azure held up at launch.", games + [("Microsoft", "ORG")]),
+               article("g2", "Titanfall launch goes smoothly", "Respawn's Titanfall launched without outages.",
+                       games, day=0.1)]
+    bare = ClusterInput("g3", "Early UK Titanfall players won't be banned", None, "o2", "https://x.example/g3",
+                        T0 + 0.2 * DAY, [], "en")
     off = ClusterConfig(headline_names=False)
-    assert _score(first, bare)[1] > _score(first, bare, off)[1]
-    assert _score(first, bare)[0].shared_entities == ["Titanfall"]
-    assert _score(first, bodied)[1] == _score(first, bodied, off)[1]
-    assert _score(first, titan)[1] == _score(first, titan, off)[1]  # whole words only
-    burgers = article("m1", "McDonald's sales fall", "McDonald's said sales fell.", [("McDonald", "ORG")])
-    possessive = replace(bare, article_id="m2", title="McDonald’s Sales Tank In February")
-    assert _score(burgers, possessive)[0].shared_entities == ["McDonald"]  # canonical names drop the 's
+    assert _against(reports, bare)[1] > _against(reports, bare, off)[1]
+    assert _against(reports, bare)[0].shared_entities == ["Titanfall"]
+    unchanged = [replace(bare, text="Players who started early will keep their accounts."),  # NER had a body
+                 replace(bare, title="Early UK Titan players won't be banned"),  # whole words only
+                 replace(bare, title="Microsoft cloud holds up for players")]  # named by one report only
+    for item in unchanged:
+        assert _against(reports, item)[1] == _against(reports, item, off)[1]
+    burgers = [article(f"m{n}", "McDonald's sales fall", "McDonald's said sales fell.", [("McDonald", "ORG")],
+                       day=0.1 * n) for n in range(2)]
+    possessive = replace(bare, title="McDonald’s Sales Tank In February")
+    assert _against(burgers, possessive)[0].shared_entities == ["McDonald"]  # canonical names drop the 's
 
-    assignment, stories = replay([first, bare])
-    assert assignment["g2"] == assignment["g1"]
+    assignment, stories = replay(reports + [bare])
+    assert assignment["g3"] == assignment["g1"]
     counts = {e["canonical"]: e["count"] for e in public_view(stories[assignment["g1"]])["top_entities"]}
-    assert counts["Titanfall"] == 2 and counts["Respawn"] == 1
+    assert counts["Titanfall"] == 3 and counts["Microsoft"] == 1
 
 
 def test_quantised_vectors_keep_cosines():

@@ -83,7 +83,8 @@ class ClusterConfig:
     # magnitude", "16-year-old"). Reports naming different counts of the same thing, and none alike, differ.
     number_penalty: float = 0.2
     # "Who", for a bare headline (no body): NER misses names in Title-Case headlines ("Titanfall" in 72 of the
-    # 157 UCI headlines naming it), so such an article also counts the candidate story's entities it spells out.
+    # 157 UCI headlines naming it), so such an article also counts the candidate story's established entities
+    # (named by two of its reports or more) that it spells out.
     headline_names: bool = True
 
 
@@ -390,11 +391,14 @@ def similarity(features: ArticleFeatures, story: dict, config: ClusterConfig) ->
 
 def with_story_names(features: ArticleFeatures, story: dict, config: ClusterConfig) -> ArticleFeatures:
     """A bare headline's entities plus the story's entities whose names it spells out (whole words), each at
-    the story's mean weight for that entity: how the article is scored against the story and joins it."""
+    the story's mean weight for that entity: how the article is scored against the story and joins it.
+
+    Only names at least two of the story's reports gave: one headline's NER can be wrong ("Bank" in "Bank to
+    appoint new deputy governor"), and a generic name would pull unrelated headlines in."""
     if not (config.headline_names and features.bare_headline):
         return features
     spelled = {key: (mass / freq, label, name) for key, (mass, freq, label, name) in story["entities"].items()
-               if key not in features.entity_vector and freq > 0 and _spells_out(features.bare_headline, name)}
+               if key not in features.entity_vector and freq > 1 and _spells_out(features.bare_headline, name)}
     if not spelled:
         return features
     return replace(features, entity_vector={**features.entity_vector, **{k: v[0] for k, v in spelled.items()}},
