@@ -11,10 +11,11 @@ Two stores see the same stream: the large one all of it, the small one only its 
 that can still be active). Both then assign the same fresh articles, batch by batch in turn, so the ratio of
 their per-article costs is what the number of stories ever seen costs.
 
-Every fourth report is a bare headline (no body, and no entities: NER misses names in headlines), so the
-figures include matching the candidate stories' names against it. Each synthetic article carries a lead embedding (a unit vector near its event's own direction), so the figures
-are the clustering stage alone; `--model` also times the ONNX lead embedder on the synthetic leads (that cost
-sits in front of the stage, once per new article).
+About one report in four is a bare headline (no body and no entities: NER misses names in headlines), so the
+figures include matching the candidate stories' names against it. Each synthetic article carries a lead
+embedding (a unit vector near its event's own direction), so the figures are the clustering stage alone;
+`--model` also times the ONNX lead embedder on the synthetic leads (that cost sits in front of the stage, once
+per new article).
 """
 from __future__ import annotations
 
