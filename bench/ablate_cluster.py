@@ -50,6 +50,7 @@ VARIANTS = {
     "no_numbers": dataclasses.replace(BASE, number_penalty=0.0),
     "no_centring": dataclasses.replace(BASE, embed_center=False),
     "no_headline_names": dataclasses.replace(BASE, headline_names=False),
+    "no_people_bridge": dataclasses.replace(BASE, people_bridge_time=False),
 }
 
 

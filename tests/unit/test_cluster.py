@@ -106,6 +106,23 @@ def test_time_distance_lowers_the_score_and_the_window_ends_a_story():
     assert replay([first, sparse(40)], window_days=30)[0]["s2"] != "s0"
 
 
+def test_a_late_report_naming_the_story_s_people_is_less_far_apart():
+    """A plea months later names the accused: the time penalty shrinks by the share of the article's entity
+    weight on people the story names; a late report sharing only the city keeps the full penalty."""
+    shooting = [("Dayton", "GPE"), ("Cornell McKennelly", "PERSON"), ("Tavon Hall", "PERSON")]
+    first = article("d1", "Man killed outside Dayton club", "Cornell McKennelly is accused of shooting Tavon Hall "
+                    "outside a club in Dayton.", shooting)
+    plea = article("d2", "Dayton man pleads guilty", "Cornell McKennelly pleaded guilty in the killing of Tavon "
+                   "Hall.", shooting, day=150)
+    other = article("d3", "Dayton man pleads guilty", "A man pleaded guilty in a Dayton killing.",
+                    [("Dayton", "GPE")], day=150)
+    off = ClusterConfig(people_bridge_time=False)
+    late, late_off = _score(first, plea)[1], _score(first, plea, off)[1]
+    same_day = _score(first, replace(plea, event_time=first.event_time))[1]
+    assert late_off < late < same_day
+    assert _score(first, other)[1] == _score(first, other, off)[1]
+
+
 def test_candidates_come_only_from_the_index_and_the_window():
     items = [quake("a1", QUAKE_A, "Earthquake off Sumatra.", 0)]
     out, stories = replay(items)

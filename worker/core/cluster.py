@@ -8,8 +8,9 @@ Similarity mixes signals that generalise across news:
 - what happened: TF-IDF cosine of the words against the story's word mass, and the cosine of the lead's
   sentence embedding (worker.core.embedding) with the story's nearest kept member or mean, both centred on the
   running mean embedding of the stream (so "every shooting looks alike" does not count), counted above a floor;
-- when: distance in event time to the nearest article of the story, and the years the title and lead name
-  (a lead year that no report of the story names costs `year_penalty`);
+- when: distance in event time to the nearest article of the story, less so for a report that names the story's
+  people (a trial or a plea months later names the accused; a shared city does not), and the years the title
+  and lead name (a lead year that no report of the story names costs `year_penalty`);
 - specifics: counts attached to the same word in title and lead ("3 dead", "16-year-old"); an article whose
   counts all differ from the story's costs `number_penalty` (a sibling event, not a follow-up).
 
@@ -60,6 +61,8 @@ class ClusterConfig:
     time_scale_days: float = 10.0      # half of the time penalty is reached this many days past the grace
     time_weight: float = 0.4           # how much a far-apart date can pull the score down
     time_grace_days: float = 1.0       # reports of one event within a day of each other are not apart
+    # The time penalty shrinks by the share of the article's entity weight on PERSONs the story names too.
+    people_bridge_time: bool = True
     threshold: float = 0.07
     max_index_keys: int = 12           # index keys an article is filed and looked up under
     index_title_terms: int = 4         # of which title words, at least (when the title has them)
@@ -379,7 +382,10 @@ def similarity(features: ArticleFeatures, story: dict, config: ClusterConfig) ->
     if config.embed_weight > 0 and features.embedding is not None and story.get("emb_n"):
         score += config.embed_weight * embedding_score(features.embedding, story, config,
                                                          features.embedding_mean if config.embed_center else None)
-    score -= config.time_weight * _time_distance(features.time, story["times"], config)
+    apart = _time_distance(features.time, story["times"], config)
+    if apart and config.people_bridge_time:
+        apart *= 1.0 - _shared_people_share(features, story)
+    score -= config.time_weight * apart
     if config.number_penalty and features.numbers and story.get("numbers"):
         score -= config.number_penalty * _number_conflict(features.numbers, story["numbers"])
     if config.year_penalty and features.years and story.get("years") and not set(features.years) & set(story["years"]):
@@ -464,6 +470,16 @@ def _cosine(a: Mapping[str, float], b: Mapping[str, float]) -> float:
     if not dot:
         return 0.0
     return dot / math.sqrt(sum(w * w for w in a.values()) * sum(w * w for w in b.values()))
+
+
+def _shared_people_share(features: ArticleFeatures, story: dict) -> float:
+    """Share of the article's entity weight on people the story names too (rare names weigh most, so a police
+    chief quoted after every shooting in town counts little)."""
+    total = sum(features.entity_vector.values())
+    shared = sum(w for key, w in features.entity_vector.items()
+                 if key in story["entities"] and story["entities"][key][2] == "PERSON"
+                 and features.entity_info[key][0] == "PERSON")
+    return shared / total if total > 0 else 0.0
 
 
 def _time_distance(time: float, story_times: Sequence[float], config: ClusterConfig) -> float:
