@@ -312,6 +312,7 @@ def test_different_counts_of_the_same_thing_pull_the_score_down():
     assert partly > other  # one count in common: a later toll of the same event, no penalty
 
 
-def test_clock_times_and_years_are_not_counts():
+def test_clock_times_years_and_hyphenated_names_are_not_counts():
     lead = "Updated: November 11, 2011 20:09 IST. In 2011 Indian sailors held 26 pirates at 3 pm, freed at 5 p.m."
     assert numbers_of(lead) == {"pirate=26"}
+    assert numbers_of("Wounded K-9 officer found; I-95 closed after 2 shot") == {"shot=2"}

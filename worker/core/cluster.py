@@ -167,7 +167,8 @@ _NOT_COUNTED = frozenset("""
 am pm p gmt bst utc ist est edt cst cdt pst pdt cet cest eet hrs hr h jan feb mar apr jun jul aug sep sept oct nov
 dec january february march april may june july august september october november december
 """.split())
-_COUNTED = re.compile(r"\b(\d+(?:[.,]\d+)?|" + "|".join(_NUMBER_WORDS) + r")[\s-]+([a-z][a-z-]*)")
+# A number glued to a word by a hyphen is part of a name ("K-9 officer", "I-95 crash"), not a count.
+_COUNTED = re.compile(r"(?<![\w-])(\d+(?:[.,]\d+)?|" + "|".join(_NUMBER_WORDS) + r")[\s-]+([a-z][a-z-]*)")
 
 
 def numbers_of(text: str) -> set[str]:
