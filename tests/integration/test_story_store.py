@@ -3,6 +3,7 @@ import json
 import multiprocessing
 import os
 import uuid
+from dataclasses import replace
 
 import pytest
 import redis
@@ -99,7 +100,7 @@ def test_update_stays_in_story_and_recounts_entities(store):
     assert updated.story["article_count"] == 1
 
 
-def test_a_bare_headline_joins_with_the_story_names_it_spells_out(store):
+def test_a_bare_headline_joins_and_is_updated_with_the_story_names_it_spells_out(store):
     created, _ = store.assign([report("a1"), report("a2", day=0.1)])
     bare = ClusterInput("h1", "Harbin warehouse fire: Li Qiang orders inquiry", None, "outlet-b",
                         "https://x.example/h1", T0 + 0.2 * DAY, [], "en")
@@ -108,6 +109,10 @@ def test_a_bare_headline_joins_with_the_story_names_it_spells_out(store):
     assert set(joined.shared_entities) == {"Harbin", "Li Qiang"}
     counts = {e["canonical"]: e["count"] for e in joined.story["top_entities"]}
     assert counts == {"Harbin": 3, "Li Qiang": 3}
+    updated = store.update_article(replace(bare, article_id="h1-v2", title="Harbin fire: inquiry ordered"),
+                                   update_of="h1")
+    counts = {e["canonical"]: e["count"] for e in updated.story["top_entities"]}
+    assert counts == {"Harbin": 3, "Li Qiang": 2}  # the new version names Harbin only
 
 
 def test_close_expired_closes_once(store):

@@ -145,8 +145,9 @@ class StoryStore:
         features = self._weighed(item)
 
         def apply(story: dict, original: dict) -> tuple[dict, dict]:
-            state = cluster.replace_article(story, original["entities"], item, features, self.config)
-            return state, features.entity_vector
+            named = cluster.with_story_names(features, story, self.config)
+            state = cluster.replace_article(story, original["entities"], item, named, self.config)
+            return state, named.entity_vector
         return self._change_existing(item.article_id, update_of, item.event_time, "article_updated", apply)
 
     def close_expired(self) -> list[StoryChange]:
