@@ -179,11 +179,19 @@ def _dated(article_id, title, text, names, years=()):
                         list(item.entities) + dates, item.language, item.embedding)
 
 
+def _against(reports, item, config=CONFIG):
+    """Decision and score of `item` against the one story `reports` make, in order."""
+    df, story = Counter(), None
+    for n, report in enumerate(reports):
+        f = weigh(article_features(report, config), df, n, config)
+        story = new_story("s", report, f, config) if story is None else merge_article(story, report, f, config)
+        df.update(set(df_keys(f)))
+    features = weigh(article_features(item, config), df, len(reports), config)
+    return decide(features, [story], config), similarity(features, story, config)[0]
+
+
 def _score(first, second, config=CONFIG):
-    f1 = weigh(article_features(first, config), Counter(), 0, config)
-    story = new_story("s", first, f1, config)
-    f2 = weigh(article_features(second, config), Counter(df_keys(f1)), 1, config)
-    return decide(f2, [story], config), similarity(f2, story, config)[0]
+    return _against([first], second, config)
 
 
 def test_a_lead_year_no_report_of_the_story_names_pulls_the_score_down():
@@ -247,22 +255,6 @@ def test_headline_only_articles_use_the_same_config():
     decision, _ = _score(first, second, config)
     assert decision.story_id == "s"
     assert lead_of(second.title, second.text) == second.title and lead_of("T", "") == "T"
-
-
-def _story_of(reports, config=CONFIG):
-    """One story of `reports` in order, with the document frequencies after them."""
-    df, story = Counter(), None
-    for n, item in enumerate(reports):
-        f = weigh(article_features(item, config), df, n, config)
-        story = new_story("s", item, f, config) if story is None else merge_article(story, item, f, config)
-        df.update(set(df_keys(f)))
-    return story, df
-
-
-def _against(reports, item, config=CONFIG):
-    story, df = _story_of(reports, config)
-    features = weigh(article_features(item, config), df, len(reports), config)
-    return decide(features, [story], config), similarity(features, story, config)[0]
 
 
 def test_a_bare_headline_counts_the_story_names_it_spells_out():
