@@ -49,6 +49,7 @@ from __future__ import annotations
 import json
 import math
 import struct
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -649,14 +650,13 @@ def _disjoint(entry: bytes, read_set: set[bytes]) -> bool:
 def _may_match_in_batch(prints: Sequence[Fingerprint]) -> list[int]:
     """Per item, 1 when MIN_ANCHOR_HITS of its probe samples are anchors of one earlier item of the batch (which
     may be indexed before it is decided): its other samples must then be read for their boilerplate."""
-    earlier: set[int] = set()
+    owners: dict[int, list[int]] = {}   # anchor -> earlier items indexed under it
     out = []
     for i, fp in enumerate(prints):
-        probes = fp.probes
-        may = len(probes & earlier) >= MIN_ANCHOR_HITS and any(
-            len(probes.intersection(prints[j].anchors)) >= MIN_ANCHOR_HITS for j in range(i))
-        out.append(int(may))
-        earlier.update(fp.anchors)
+        hits = Counter(j for sample in fp.probes for j in owners.get(sample, ()))
+        out.append(int(any(n >= MIN_ANCHOR_HITS for n in hits.values())))
+        for anchor in set(fp.anchors):
+            owners.setdefault(anchor, []).append(i)
     return out
 
 
