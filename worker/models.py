@@ -168,12 +168,16 @@ class DeadLetter(BaseModel):
 
     @classmethod
     def build(cls, value: bytes, *, error_class: str, reason: str, source: SourceRecord, worker_version: str,
-              keep_bytes: int) -> "DeadLetter":
-        """Keep the whole original when it fits the dead-letter message, else its head, length and SHA-256."""
-        return cls(error_class=error_class, reason=reason[:2000], source=source,
-                   value_b64=base64.b64encode(value[:keep_bytes]).decode("ascii"), value_length=len(value),
-                   value_sha256=hashlib.sha256(value).hexdigest(), value_truncated=len(value) > keep_bytes,
-                   worker_version=worker_version, failed_at=dt.datetime.now(dt.timezone.utc))
+              max_bytes: int) -> "DeadLetter":
+        """The whole original when the dead letter stays within `max_bytes` of JSON (what the dead-letter topic
+        accepts), else as much of its head as fits, with its full length and SHA-256."""
+        letter = cls(error_class=error_class, reason=reason[:2000], source=source, value_b64="",
+                     value_length=len(value), value_sha256=hashlib.sha256(value).hexdigest(), value_truncated=False,
+                     worker_version=worker_version, failed_at=dt.datetime.now(dt.timezone.utc))
+        room = max_bytes - len(letter.model_dump_json())       # for the base64 of the kept bytes
+        kept = value[:max(0, room) // 4 * 3]
+        return letter.model_copy(update={"value_b64": base64.b64encode(kept).decode("ascii"),
+                                         "value_truncated": len(kept) < len(value)})
 
 
 class Decision(BaseModel):

@@ -119,7 +119,7 @@ class Pipeline:
             log.error("poison_message", error=repr(exc), offset=msg.source.offset, partition=msg.source.partition)
             letter = DeadLetter.build(msg.value or b"", error_class="processing", reason=f"processing failed: {exc!r}",
                                       source=msg.source, worker_version=__version__,
-                                      keep_bytes=self.settings.dead_letter_keep_bytes)
+                                      max_bytes=self.settings.dead_letter_max_bytes)
             return [Result(decision=Decision(id=_guess_id(msg.value), error=f"processing: {exc!r}"),
                            dead_letter=letter)]
 
@@ -130,9 +130,13 @@ class Pipeline:
                                            if r.decision.id and not r.dead_letter and r.events})
 
     def close_expired(self) -> list[StoryEvent]:
-        """story_closed events for stories that left the active window."""
+        """story_closed events for stories that left the active window, until `confirm_closed` after publish."""
         with _redis_failures():
             return [self._event(change, None) for change in self.stories.close_expired()]
+
+    def confirm_closed(self, events: list[StoryEvent]) -> None:
+        with _redis_failures():
+            self.stories.confirm_closed([e.story_id for e in events])
 
     def check_redis_identity(self) -> None:
         """Warn when Redis restarted since the last check: without persistence its state is gone."""
@@ -180,7 +184,7 @@ class Pipeline:
                     decision=Decision(id=_guess_id(msg.value), error=f"{exc.error_class}: {exc.reason}"),
                     dead_letter=DeadLetter.build(msg.value or b"", error_class=exc.error_class, reason=exc.reason,
                                                  source=msg.source, worker_version=__version__,
-                                                 keep_bytes=self.settings.dead_letter_keep_bytes))
+                                                 max_bytes=self.settings.dead_letter_max_bytes))
                 continue
             url = canonical_url(article.url)
             event_time = self._event_time(article, msg, now)
@@ -331,7 +335,8 @@ def _redis_failures():
     """Redis trouble is retriable: the batch is retried, nothing is committed."""
     try:
         yield
-    except redis.RedisError as exc:  # unreachable, loading, read-only replica, out of memory: never the message
+    # Unreachable, loading, read-only replica, out of memory, no cluster node answering: never the message.
+    except (redis.RedisError, redis.exceptions.RedisClusterException) as exc:
         raise DependencyUnavailable(f"Redis unavailable: {exc!r}") from exc
     except StoreConflict as exc:
         raise DependencyUnavailable(f"story state kept changing under this batch: {exc}") from exc

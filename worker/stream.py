@@ -116,24 +116,38 @@ class StreamWorker:
                 if time.monotonic() >= give_up_at:
                     log.warning("batch_abandoned_at_shutdown", records=len(records))
                     break
-            self._wait_paused(consumer, delay)
+            if give_up_at is None:
+                self._wait_paused(consumer, delay, until_stop=True)
+            else:  # stopping: still back off, until the deadline
+                self._wait_paused(consumer, min(delay, give_up_at - time.monotonic()), until_stop=False)
             delay = min(delay * 2, self.settings.retry_max_s)
             if rebalances.revoked:
-                records = [r for r in records if TopicPartition(r.topic, r.partition) not in rebalances.revoked]
+                # Eager rebalancing revokes every partition; kafka-python keeps the read position (past this batch)
+                # of those assigned again, so their records stay in the batch. Only partitions now owned by
+                # another member are dropped: it reads them again from the last commit.
+                owned = consumer.assignment()
+                records = [r for r in records if TopicPartition(r.topic, r.partition) in owned]
                 rebalances.revoked.clear()
 
-    def _wait_paused(self, consumer: KafkaConsumer, seconds: float) -> None:
-        """Back off without leaving the group: pause fetching and keep polling (which fetches nothing)."""
-        consumer.pause(*consumer.assignment())
+    def _wait_paused(self, consumer: KafkaConsumer, seconds: float, until_stop: bool) -> None:
+        """Back off without leaving the group: pause fetching and keep polling (which fetches nothing); a stop
+        request ends the wait when `until_stop`.
+
+        Partitions assigned by a rebalance during the wait are paused as they come; records a poll still
+        returns are read again later (their partition is sought back to the first of them), never dropped."""
         try:
             deadline = time.monotonic() + seconds
-            while time.monotonic() < deadline and not self._stop.is_set():
+            while time.monotonic() < deadline and not (until_stop and self._stop.is_set()):
                 self._heartbeat()
+                consumer.pause(*consumer.assignment())
                 try:
-                    consumer.poll(timeout_ms=min(500, max(1, int((deadline - time.monotonic()) * 1000))))
+                    polled = consumer.poll(timeout_ms=min(500, max(1, int((deadline - time.monotonic()) * 1000))))
                 except KafkaError as exc:
                     log.warning("poll_failed", reason=repr(exc))
                     time.sleep(0.5)
+                    continue
+                for tp, got in polled.items():
+                    consumer.seek(tp, min(r.offset for r in got))
         finally:
             consumer.resume(*consumer.paused())
 
@@ -150,8 +164,9 @@ class StreamWorker:
         for r in results:
             if r.dead_letter is not None:
                 yield s.dead_letter_topic, _key(r.dead_letter.source), r.dead_letter.model_dump_json().encode()
-            for event in r.events:
-                yield s.output_topic, event.story_id.encode(), event.model_dump_json().encode()
+        # A story's events in version order: within a batch, versions follow event time, not input order.
+        for event in sorted((e for r in results for e in r.events), key=lambda e: (e.story_id, e.version)):
+            yield s.output_topic, event.story_id.encode(), event.model_dump_json().encode()
 
     def _commit(self, consumer: KafkaConsumer, records: list[ConsumerRecord]) -> None:
         offsets: dict[TopicPartition, int] = defaultdict(int)
@@ -175,6 +190,7 @@ class StreamWorker:
             if closed:
                 self.publisher.publish((self.settings.output_topic, e.story_id.encode(),
                                         e.model_dump_json().encode()) for e in closed)
+                self.pipeline.confirm_closed(closed)  # unconfirmed, they are offered again next time
                 self.stats.closed += len(closed)
         except DependencyUnavailable as exc:
             log.warning("close_expired_failed", reason=str(exc))

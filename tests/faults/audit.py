@@ -152,6 +152,21 @@ def logged(worker, event: str) -> list[dict]:
     return [line for line in worker.log_lines() if line.get("event") == event]
 
 
+def retrying_in_a_redis_outage(stack, redis_service, values: list[bytes], keys: list[bytes]):
+    """A worker commits its first batches of a third of the articles; then Redis pauses and the rest arrives.
+    Returns the worker once it retries a batch (the caller resumes Redis; the fixture does if it fails)."""
+    worker = stack.start_worker()
+    stack.wait_logged(worker, "partitions_assigned")
+    third = len(values) // 3
+    stack.produce(values[:third], keys[:third])
+    wait_until(lambda: progress(stack) >= 32, 120, "first commits")
+    redis_service.pause()
+    retries = len(logged(worker, "batch_retry"))
+    stack.produce(values[third:], keys[third:])  # work arrives during the outage
+    wait_until(lambda: len(logged(worker, "batch_retry")) > retries, 60, "a batch_retry warning")
+    return worker
+
+
 def rss_kb(pid: int) -> int:
     """Resident set size of a live process, from /proc."""
     for line in open(f"/proc/{pid}/status"):

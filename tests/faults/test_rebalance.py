@@ -1,7 +1,9 @@
-"""Scale the group 1 -> 3 -> 1 while it consumes (the extra members leave with SIGTERM)."""
+"""Rebalances while the group consumes: scaling 1 -> 3 -> 1 (the extra members leave with SIGTERM), and one
+while a batch waits out a Redis outage."""
 from __future__ import annotations
 
-from .audit import assert_alive, audit, encode, logged, make_articles, progress, reference_stories, wait_until
+from .audit import (assert_alive, audit, encode, logged, make_articles, progress, reference_stories,
+                    retrying_in_a_redis_outage, wait_until)
 from .conftest import size
 
 
@@ -46,5 +48,41 @@ def test_scaling_1_3_1_loses_nothing_and_counts_nothing_twice(make_stack, own_re
             f"stories={report.stories}/{report.reference_stories}")
     print(line)
     assert extra_exits == [0] * (2 * cycles), line
+    report.assert_clean(line)
+    assert report.decided == count and report.stories == report.reference_stories, line
+
+
+def test_a_rebalance_while_a_batch_waits_out_a_redis_outage_loses_nothing(make_stack, own_redis):
+    """The held batch keeps the partitions the worker still owns after the group moved (kafka-python keeps their
+    read position, past the batch), and partitions assigned during the backoff are not read and thrown away."""
+    count = size(400, 2000)
+    articles = make_articles(count, seed=43)
+    values, keys = encode(articles)
+    stack = make_stack()
+    first = retrying_in_a_redis_outage(stack, own_redis, values, keys)
+    try:
+        assignments = len(logged(first, "partitions_assigned"))
+        second = stack.start_worker()
+        wait_until(lambda: any(line.get("partitions") for line in logged(second, "partitions_assigned")), 120,
+                   "the second worker owning partitions")
+        wait_until(lambda: len(logged(first, "partitions_assigned")) > assignments, 60, "the first worker reassigned")
+        assignments = len(logged(first, "partitions_assigned"))
+        second_exit = second.terminate()  # gives its partitions back, still in the outage
+        wait_until(lambda: len(logged(first, "partitions_assigned")) > assignments, 60,
+                   "the first worker owning every partition again")
+        assert_alive(first)
+    finally:
+        own_redis.resume()
+
+    events, letters = stack.wait_accounted({a["id"] for a in articles}, dead=0, timeout=size(240, 600))
+    assert_alive(first)
+    assert first.terminate() == 0
+    report = audit(stack, reference=reference_stories(values, f"redis://{own_redis.address}/0"), events=events,
+                   letters=letters)
+    line = (f"rebalance during a redis outage: articles={count} second_exit={second_exit} lost={len(report.lost)} "
+            f"double_counted={len(report.double_counted)} duplicate_stories={report.duplicate_stories} "
+            f"stories={report.stories}/{report.reference_stories}")
+    print(line)
+    assert second_exit == 0, line
     report.assert_clean(line)
     assert report.decided == count and report.stories == report.reference_stories, line

@@ -5,7 +5,8 @@ import time
 
 from worker.adapters.local_services import start_redis
 
-from .audit import assert_alive, audit, encode, logged, make_articles, progress, reference_stories, wait_until
+from .audit import (assert_alive, audit, encode, logged, make_articles, progress, reference_stories,
+                    retrying_in_a_redis_outage, wait_until)
 from .conftest import size
 
 
@@ -14,17 +15,8 @@ def test_redis_outage_stops_commits_retries_and_resumes_without_loss(make_stack,
     articles = make_articles(count, seed=21)
     values, keys = encode(articles)
     stack = make_stack()
-    worker = stack.start_worker()
-    stack.wait_logged(worker, "partitions_assigned")
-    half = count // 3
-    stack.produce(values[:half], keys[:half])
-    wait_until(lambda: progress(stack) >= 32, 120, "first commits")
-
-    own_redis.pause()
+    worker = retrying_in_a_redis_outage(stack, own_redis, values, keys)
     try:
-        stack.produce(values[half:], keys[half:])  # work arrives during the outage
-        retries_before = len(logged(worker, "batch_retry"))
-        wait_until(lambda: len(logged(worker, "batch_retry")) > retries_before, 60, "a batch_retry warning")
         frozen = stack.committed()
         time.sleep(outage_s)
         assert stack.committed() == frozen, "offsets were committed while Redis was down"

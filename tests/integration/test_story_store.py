@@ -90,6 +90,14 @@ def test_duplicate_counts_copy_and_source_not_article(store):
         store.add_duplicate("d2", duplicate_of="never-seen", source="x", event_time=T0)
 
 
+def test_an_update_of_a_duplicate_takes_nothing_from_the_original_s_entities(store):
+    created, = store.assign([report("a1")])
+    store.add_duplicate("d1", duplicate_of="a1", source="copier", event_time=T0 + 3600)
+    updated = store.update_article(report("d1-v2", day=0.1, names=(("Wang Yi", "PERSON"),)), update_of="d1")
+    counts = {e["canonical"]: e["count"] for e in updated.story["top_entities"]}
+    assert counts == {"Harbin": 1, "Li Qiang": 1, "Wang Yi": 1}
+
+
 def test_update_stays_in_story_and_recounts_entities(store):
     created, = store.assign([report("a1")])
     updated = store.update_article(report("a1-v2", day=0.1, title="Fire in Harbin: Wang Yi visits",
@@ -115,11 +123,13 @@ def test_a_bare_headline_joins_and_is_updated_with_the_story_names_it_spells_out
     assert counts == {"Harbin": 3, "Li Qiang": 2}  # the new version names Harbin only
 
 
-def test_close_expired_closes_once(store):
+def test_close_expired_closes_once_and_offers_the_event_until_confirmed(store):
     old, = store.assign([report("a1")])
     store.assign([report("b1", day=40, **OTHER)])
     closed = store.close_expired()
     assert [(c.story_id, c.action, c.version) for c in closed] == [(old.story_id, "story_closed", 2)]
+    assert store.close_expired() == closed  # its publish failed: offered again, same version
+    store.confirm_closed([c.story_id for c in closed])
     assert store.close_expired() == []
     late, = store.assign([report("a2", day=40.1)])
     assert late.story_id != old.story_id  # a closed story takes no new articles

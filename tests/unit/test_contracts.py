@@ -1,4 +1,6 @@
 """The models are the source of truth; schemas/ must match them, and settings never leak secrets."""
+import base64
+import hashlib
 import json
 from pathlib import Path
 
@@ -18,12 +20,20 @@ def test_check_schemas_notices_drift(tmp_path):
     assert "article.v1.json" in check_schemas(tmp_path)
 
 
-def test_dead_letter_keeps_head_length_and_hash_of_large_input():
-    src = SourceRecord(topic="t", partition=1, offset=2, timestamp=3)
-    letter = DeadLetter.build(b"a" * 5000, error_class="oversize", reason="too big", source=src,
-                              worker_version="x", keep_bytes=1024)
-    assert letter.value_truncated and letter.value_length == 5000 and len(letter.value_sha256) == 64
-    assert json.loads(letter.model_dump_json())["source"]["offset"] == 2
+def test_dead_letter_keeps_what_fits_its_size_with_length_and_hash_of_the_original():
+    src = SourceRecord(topic="t", partition=1, offset=2, timestamp=3, headers=[("trace", "eHl6" * 500)])
+    small = DeadLetter.build(b"{oops", error_class="not_json", reason="bad", source=src, worker_version="x",
+                             max_bytes=10_000)
+    assert base64.b64decode(small.value_b64) == b"{oops" and not small.value_truncated
+    value = bytes(range(256)) * 40
+    letter = DeadLetter.build(value, error_class="oversize", reason="too big", source=src, worker_version="x",
+                              max_bytes=8192)
+    encoded = letter.model_dump_json().encode()
+    assert 8192 - 5 <= len(encoded) <= 8192   # as much as fits, in whole base64 quanta
+    kept = base64.b64decode(letter.value_b64)
+    assert letter.value_truncated and value.startswith(kept) and 0 < len(kept) < len(value)
+    assert letter.value_length == len(value) and letter.value_sha256 == hashlib.sha256(value).hexdigest()
+    assert json.loads(encoded)["source"]["offset"] == 2
 
 
 def test_settings_redact_secrets(monkeypatch):

@@ -137,7 +137,7 @@ class StoryStore:
     def add_duplicate(self, article_id: str, duplicate_of: str, source: str, event_time: float) -> StoryChange:
         """A duplicate joins its original's story: copies+1, its outlet counted, article_count unchanged."""
         def apply(story: dict, original: dict) -> tuple[dict, dict]:
-            return cluster.add_copy(story, source, event_time), original["entities"]
+            return cluster.add_copy(story, source, event_time), {}  # a copy adds no entity mass to take out later
         return self._change_existing(article_id, duplicate_of, event_time, "duplicate_seen", apply)
 
     def update_article(self, item: ClusterInput, update_of: str) -> StoryChange:
@@ -151,24 +151,44 @@ class StoryStore:
         return self._change_existing(item.article_id, update_of, item.event_time, "article_updated", apply)
 
     def close_expired(self) -> list[StoryChange]:
-        """Stories whose last event time fell out of the window: `story_closed`, removed from the active set."""
+        """`story_closed` for stories whose last event time fell out of the window, and for those closed before
+        whose event was never confirmed published (`confirm_closed`): closing queues them in Redis."""
         for _ in range(_MAX_ATTEMPTS):
-            clock = float(self.redis.get(self._key("clock")) or 0.0)
-            expired = self.redis.zrangebyscore(self._key("active"), "-inf", f"({clock - self.window}")
-            if not expired:
-                return []
-            ids = [s.decode() for s in expired]
-            states = [json.loads(raw) for raw in self.redis.mget([self._story_key(s) for s in ids]) if raw]
-            closed = [{**s, "closed": True, "version": s["version"] + 1} for s in states]
-            plan = self._plan()
-            for before, after in zip(states, closed):
-                plan["versions"].append([self._key("ver"), "s:" + after["id"], before["version"]])
-                plan["set"].append([self._story_key(after["id"]), json.dumps(after)])
-                plan["hincr"].append([self._key("ver"), "s:" + after["id"], 1])
-            plan["zrem"] = [[self._key("active"), s] for s in ids]
-            if self._run(plan, []):
-                return [self._change(s, "story_closed", None, None, None, []) for s in closed]
-        raise StoreConflict("close_expired kept conflicting")
+            if self._close_newly_expired():
+                break
+        else:
+            raise StoreConflict("close_expired kept conflicting")
+        queued = [s.decode() for s in self.redis.zrange(self._key("closing"), 0, -1)]
+        if not queued:
+            return []
+        states = [json.loads(raw) for raw in self.redis.mget([self._story_key(s) for s in queued]) if raw]
+        return [self._change(s, "story_closed", None, None, None, []) for s in states]
+
+    def confirm_closed(self, story_ids: Sequence[str]) -> None:
+        """Their `story_closed` events are acknowledged: off the queue."""
+        if story_ids:
+            self.redis.zrem(self._key("closing"), *story_ids)
+
+    def _close_newly_expired(self) -> bool:
+        clock = float(self.redis.get(self._key("clock")) or 0.0)
+        expired = self.redis.zrangebyscore(self._key("active"), "-inf", f"({clock - self.window}")
+        if not expired:
+            return True
+        ids = [s.decode() for s in expired]
+        states = [json.loads(raw) for raw in self.redis.mget([self._story_key(s) for s in ids]) if raw]
+        # Checked again on the state itself: a join committed since the range read keeps the story open (one
+        # committed after this read fails the version check).
+        reopened = {s["id"] for s in states if s["last_seen"] >= clock - self.window}
+        states = [s for s in states if s["id"] not in reopened]
+        closed = [{**s, "closed": True, "version": s["version"] + 1} for s in states]
+        plan = self._plan()
+        for before, after in zip(states, closed):
+            plan["versions"].append([self._key("ver"), "s:" + after["id"], before["version"]])
+            plan["set"].append([self._story_key(after["id"]), json.dumps(after)])
+            plan["hincr"].append([self._key("ver"), "s:" + after["id"], 1])
+            plan["zadd"].append([self._key("closing"), repr(clock), after["id"]])
+        plan["zrem"] = [[self._key("active"), s] for s in ids if s not in reopened]
+        return self._run(plan, [])
 
     def drop(self) -> None:
         """Delete every key of the namespace (batch mode, tests)."""
@@ -407,7 +427,7 @@ class StoryStore:
         """Run the commit script; False when a check failed (someone else committed first)."""
         if plan["clock"] == float("-inf"):
             plan["clock"], plan["clock_repr"] = -1e18, "-1e18"
-        shared = [self._key(k) for k in ("clock", "docs", "df", "ver", "active", "embsum")]
+        shared = [self._key(k) for k in ("clock", "docs", "df", "ver", "active", "closing", "embsum")]
         keys = sorted(set(shared + index_keys + [kv[0] for kv in plan["set"]] + plan["absent"]))
         status, _ = self._commit(keys=keys, args=[json.dumps(plan)])
         return status == b"ok"
