@@ -4,7 +4,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 from worker.adapters.local_services import free_port, port_open

@@ -117,6 +117,19 @@ def test_batch_fingerprints_are_those_of_each_article_alone():
         assert fp.anchors == (choose_anchors(fp.sketch) if fp.sketch else ())
 
 
+def test_a_batch_is_fingerprinted_in_runs_of_bounded_size_with_the_same_results(monkeypatch):
+    """128 bodies of 200k characters would otherwise need ~1 GB of working arrays and keep the power tables."""
+    from worker.core import fingerprint as module
+
+    monkeypatch.setattr(module, "_RUN_CHARS", 400)
+    monkeypatch.setattr(module, "_powers", module._powers[:1])
+    monkeypatch.setattr(module, "_inverse_powers", module._inverse_powers[:1])
+    articles = [(f"https://r.example/{i}", f"Title {i}", (STORY + " ") * (i % 4)) for i in range(12)]
+    articles.append(("https://r.example/long", "Long", STORY * 5))   # longer than a run: goes alone
+    single = [fingerprint(*a) for a in articles]
+    assert fingerprints(articles) == single
+    assert len(module._powers) <= 2 * len(STORY * 5)
+
 def test_copies_share_two_anchors_of_the_original_among_their_probe_samples():
     """Only probe samples are looked up: a copy (truncated, with a wire head and a site tail, lightly edited,
     up to about twice the original's length) must keep two of the original's anchors among them."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import math
-import os
 from typing import Sequence
 
 DIM = 384

@@ -90,6 +90,7 @@ _ASCII_QUOTES = [(k, v) for k, v in ((chr(k), v) for k, v in _QUOTES.items()) if
 
 _P = 0x100000001B3 * 0x9E3779B1 | 1           # odd multiplier of the polynomial word hash (invertible mod 2**64)
 _P_INV = pow(_P, -1, 1 << 64)
+_RUN_CHARS = 1 << 20                           # characters fingerprinted in one numpy pass (see `fingerprints`)
 _powers = np.ones(1, np.uint64)
 _inverse_powers = np.ones(1, np.uint64)
 _MIX = (np.uint64(0x9E3779B97F4A7C15), np.uint64(0xC2B2AE3D27D4EB4F), np.uint64(0x165667B19E3779F9))
@@ -256,13 +257,27 @@ def fingerprint(url: str, title: str, text: str) -> Fingerprint:
 
 
 def fingerprints(articles: Sequence[tuple[str, str, str]]) -> list[Fingerprint]:
-    """`fingerprint` of each (url, title, text), computed for the whole batch at once.
+    """`fingerprint` of each (url, title, text), computed for runs of the batch at once.
 
     Bodies and titles are concatenated (separated by a non-word character) and tokenised, hashed, shingled
     and sampled with one numpy pass each, which spares the per-call overhead of numpy on small arrays; every
-    step only ever combines values of one text, so each result is that of the article on its own."""
-    if not articles:
-        return []
+    step only ever combines values of one text, so each result is that of the article on its own. A run holds
+    at most `_RUN_CHARS` characters (one longer article goes alone): the working arrays, about 50 bytes per
+    character, and the cached power tables stay bounded whatever the batch."""
+    out: list[Fingerprint] = []
+    run: list[tuple[str, str, str]] = []
+    chars = 0
+    for article in articles:
+        size = len(article[1] or "") + len(article[2] or "")
+        if run and chars + size > _RUN_CHARS:
+            out += _fingerprints_of_run(run)
+            run, chars = [], 0
+        run.append(article)
+        chars += size
+    return out + _fingerprints_of_run(run) if run else out
+
+
+def _fingerprints_of_run(articles: Sequence[tuple[str, str, str]]) -> list[Fingerprint]:
     segments = []
     for _, title, text in articles:
         segments.append(_prepare(text))
@@ -285,7 +300,7 @@ def fingerprints(articles: Sequence[tuple[str, str, str]]) -> list[Fingerprint]:
     seg_words = np.bincount(word_seg, minlength=len(segments))
     seg_first = np.zeros(len(segments) + 1, np.int64)
     np.cumsum(seg_words, out=seg_first[1:])
-    body_words, title_words = seg_words[0::2], seg_words[1::2]
+    body_words = seg_words[0::2]
     content_seg = np.arange(0, 2 * n_docs, 2) + (body_words == 0)      # the title when the body has no words
     content_words = seg_words[content_seg]
 
