@@ -28,6 +28,12 @@ def test_clean_name_strips_article_possessive_quotes_and_spacing():
     assert clean_name("Gillis'") == "Gillis"
 
 
+def test_a_name_of_punctuation_and_odd_spaces_is_kept_as_it_is():
+    """Nothing survives cleaning: the surface is kept, spacing normalised as for every other name."""
+    assert canonical_names([("\uff01\u3000\uff01", "ORG"), ("\u200b  \u200b", "PERSON")]) == [
+        "\uff01 \uff01", "\u200b \u200b"]
+
+
 def test_ner_view_keeps_every_offset():
     raw = "\u201cPutin\u2019s\u00a0visit\u201d \u2014 Xi"
     view = ner_view(raw)

@@ -74,7 +74,7 @@ def clean_name(surface: str) -> str:
     """Surface form -> comparable name: normalised quotes and spacing, no leading article, no possessive."""
     name = " ".join(normalize_text(surface).split()).strip(_EDGE)
     name = _POSSESSIVE.sub("", _LEADING_ARTICLE.sub("", name)).strip(_EDGE)
-    return name or surface.strip()
+    return name or " ".join(surface.split())  # nothing left: the surface, its spacing normalised all the same
 
 
 def canonical_names(mentions: Sequence[tuple[str, str]]) -> list[str]:
