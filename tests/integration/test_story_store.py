@@ -135,6 +135,20 @@ def test_close_expired_closes_once_and_offers_the_event_until_confirmed(store):
     assert late.story_id != old.story_id  # a closed story takes no new articles
 
 
+def test_a_story_s_keys_expire_with_it_and_a_story_founded_again_starts_clean(store):
+    """Versions live in keys of their own, with the story's TTL: no hash field outlives the story (the state
+    would grow with every story ever seen, and a story founded again under the same id could never commit)."""
+    first, = store.assign([report("a1")])
+    keys = namespace_keys(store)
+    assert keys and all(store.redis.ttl(k) > 0 for k in keys)
+    mine = [k for k in keys if first.story_id.encode() in k or k.endswith(b":art:a1")]
+    store.redis.delete(*mine)  # what the TTLs do once nothing touched the story for a while
+    again, = store.assign([report("a1")])
+    assert (again.action, again.story_id, again.version) == ("created", first.story_id, 1)
+    dup = store.add_duplicate("d1", duplicate_of="a1", source="copier", event_time=T0 + 60)
+    assert (dup.story_id, dup.version) == (first.story_id, 2)
+
+
 def test_drop_removes_every_key(store):
     store.assign([report("a1"), report("b1", **OTHER)])
     store.add_duplicate("d1", "a1", "copier", T0)

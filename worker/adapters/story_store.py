@@ -8,9 +8,11 @@ touch any of them (Redis Cluster safe). Layout:
     embsum           hash "0".."383" -> integer sum of the lead embeddings seen (x127), "n" -> how many: their
                      mean is taken out before embedding cosines (only when the config weighs embeddings)
     idx:<key>        zset story id -> last seen, for one entity key or title term (the candidate index)
-    ver              hash "s:<story id>" / "k:<index key>" -> version (optimistic concurrency)
+    iver:<key>       version of idx:<key> (optimistic concurrency), expiring with it
     story:<id>       JSON story state (cluster.py), its version inside
+    sver:<id>        that version again, for the commit script's check (no JSON decoding), expiring with it
     active           zset story id -> last seen, for closing stories that left the window
+    closing          zset of closed stories whose story_closed event is not yet confirmed published
     art:<id>         JSON {"change", "entities"}: the change recorded for an article id (idempotency)
 
 A batch is decided in Python from one snapshot (read in a few pipelined round trips) exactly as if its
@@ -46,9 +48,10 @@ for _, key in ipairs(plan.absent) do
   if redis.call('EXISTS', key) == 1 then return {'conflict', key} end
 end
 for _, check in ipairs(plan.versions) do
-  if tonumber(redis.call('HGET', check[1], check[2]) or '0') ~= check[3] then return {'conflict', check[2]} end
+  if tonumber(redis.call('GET', check[1]) or '0') ~= check[2] then return {'conflict', check[1]} end
 end
 for _, kv in ipairs(plan.set) do redis.call('SET', kv[1], kv[2]) end
+for _, k in ipairs(plan.incr) do redis.call('INCR', k) end
 for _, h in ipairs(plan.hincr) do redis.call('HINCRBY', h[1], h[2], h[3]) end
 for _, z in ipairs(plan.zadd) do redis.call('ZADD', z[1], z[2], z[3]) end
 for _, z in ipairs(plan.zrem) do redis.call('ZREM', z[1], z[2]) end
@@ -119,6 +122,12 @@ class StoryStore:
     def _article_key(self, article_id: str) -> str:
         return self._key("art", article_id)
 
+    def _story_version_key(self, story_id: str) -> str:
+        return self._key("sver", story_id)
+
+    def _index_version_key(self, index_key: str) -> str:
+        return self._key("iver", index_key)
+
     # ---- public API ---------------------------------------------------------------------------------------
     def warm_up(self) -> None:
         """Load the embedding model now (when the config uses it), so a broken install fails at start."""
@@ -183,9 +192,8 @@ class StoryStore:
         closed = [{**s, "closed": True, "version": s["version"] + 1} for s in states]
         plan = self._plan()
         for before, after in zip(states, closed):
-            plan["versions"].append([self._key("ver"), "s:" + after["id"], before["version"]])
-            plan["set"].append([self._story_key(after["id"]), json.dumps(after)])
-            plan["hincr"].append([self._key("ver"), "s:" + after["id"], 1])
+            plan["versions"].append([self._story_version_key(after["id"]), before["version"]])
+            self._set_story(plan, after)
             plan["zadd"].append([self._key("closing"), repr(clock), after["id"]])
         plan["zrem"] = [[self._key("active"), s] for s in ids if s not in reopened]
         return self._run(plan, [])
@@ -266,12 +274,12 @@ class StoryStore:
         for key in lookup:
             pipe.zrevrangebyscore(self._key("idx", key), "+inf", "-inf", start=0, num=_POSTINGS_READ,
                                   withscores=True)
-        if lookup:
-            pipe.hmget(self._key("ver"), ["k:" + k for k in lookup])
+        for key in lookup:  # one GET each: a cluster pipeline refuses MGET
+            pipe.get(self._index_version_key(key))
         replies = pipe.execute() if lookup else []
         for key, entries in zip(lookup, replies):
             snapshot.postings[key] = {s.decode(): score for s, score in entries}
-        snapshot.key_versions = {k: int(v or 0) for k, v in zip(lookup, replies[-1] if replies else [])}
+        snapshot.key_versions = {k: int(v or 0) for k, v in zip(lookup, replies[len(lookup):])}
         return snapshot
 
     def _possible_index_keys(self, features: ArticleFeatures) -> Iterable[str]:
@@ -285,8 +293,8 @@ class StoryStore:
         features = cluster.weigh(base, df, n_docs, self.config, self._embedding_mean(snap))
         postings = {k: _top_postings(snap.postings.get(k, {})) for k in features.index_keys}
         candidates = cluster.rank_candidates(features, postings, snap.now - self.window, self.config)
-        self._load_stories(snap, candidates)
-        decision = cluster.decide(features, [snap.stories[s] for s in candidates], self.config)
+        self._load_stories(snap, candidates)  # a candidate whose state expired is left out
+        decision = cluster.decide(features, [snap.stories[s] for s in candidates if s in snap.stories], self.config)
         if decision.story_id is None:
             story_id = "st-" + xxhash.xxh3_64_hexdigest(item.article_id.encode())
             state = cluster.new_story(story_id, item, features, self.config)
@@ -338,22 +346,20 @@ class StoryStore:
 
     def _assign_plan(self, snap: _Snapshot) -> tuple[dict, list[str]]:
         plan = self._plan()
-        ver = self._key("ver")
         plan["absent"] = [self._article_key(a) for a in snap.changes]
         plan["absent"] += [self._story_key(s) for s in snap.new_stories]
-        plan["versions"] += [[ver, "s:" + s, v] for s, v in snap.story_versions_read.items()
+        plan["versions"] += [[self._story_version_key(s), v] for s, v in snap.story_versions_read.items()
                              if snap.stories[s]["version"] != v]
-        plan["versions"] += [[ver, "k:" + k, snap.key_versions[k]] for k in snap.touched_keys if k in snap.key_versions]
+        plan["versions"] += [[self._index_version_key(k), snap.key_versions[k]] for k in snap.touched_keys
+                             if k in snap.key_versions]
         for story_id, state in snap.stories.items():
             if story_id in snap.new_stories or state["version"] != snap.story_versions_read.get(story_id):
-                plan["set"].append([self._story_key(story_id), json.dumps(state)])
-                plan["hincr"].append([ver, "s:" + story_id, state["version"] - snap.story_versions_read.get(
-                    story_id, 0)])
+                self._set_story(plan, state)
                 plan["zadd"].append([self._key("active"), repr(state["last_seen"]), story_id])
         for key, story_ids in snap.touched_keys.items():
             index_key = self._key("idx", key)
             plan["zadd"] += [[index_key, repr(snap.stories[s]["last_seen"]), s] for s in sorted(story_ids)]
-            plan["hincr"].append([ver, "k:" + key, 1])
+            plan["incr"].append(self._index_version_key(key))
             plan["prune"].append([index_key, repr(snap.now - self.window), _POSTINGS_KEPT])
         plan["set"] += [[self._article_key(a), json.dumps(record)] for a, record in snap.changes.items()]
         plan["hincr"] += [[self._key("df"), k, n] for k, n in snap.df_delta.items()]
@@ -364,7 +370,7 @@ class StoryStore:
         plan["docs"] = snap.docs_delta
         plan["clock"] = snap.now
         plan["clock_repr"] = repr(snap.now)
-        return plan, [self._key("idx", k) for k in snap.touched_keys]
+        return plan, [k for key in snap.touched_keys for k in (self._key("idx", key), self._index_version_key(key))]
 
     # ---- duplicates and updates -----------------------------------------------------------------------------
     def _change_existing(self, article_id: str, original_id: str, event_time: float, action: str,
@@ -387,11 +393,10 @@ class StoryStore:
             change = self._change(state, action, article_id, None, None, [])
             plan = self._plan()
             plan["absent"] = [self._article_key(article_id)]
-            plan["versions"] = [[self._key("ver"), "s:" + story_id, story["version"]]]
-            plan["set"] = [[self._story_key(story_id), json.dumps(state)],
-                           [self._article_key(article_id), json.dumps({"change": change.to_dict(),
-                                                                       "entities": entities})]]
-            plan["hincr"] = [[self._key("ver"), "s:" + story_id, 1]]
+            plan["versions"] = [[self._story_version_key(story_id), story["version"]]]
+            self._set_story(plan, state)
+            plan["set"].append([self._article_key(article_id), json.dumps({"change": change.to_dict(),
+                                                                           "entities": entities})])
             if not state.get("closed"):
                 plan["zadd"] = [[self._key("active"), repr(state["last_seen"]), story_id]]
             plan["clock"], plan["clock_repr"] = event_time, repr(event_time)
@@ -418,8 +423,14 @@ class StoryStore:
                            score=score, runner_up=runner_up, shared_entities=shared,
                            story=cluster.public_view(state))
 
+    def _set_story(self, plan: dict, state: dict) -> None:
+        """The story state and its version key, written together (a story founded again after both expired
+        starts from its own version)."""
+        plan["set"] += [[self._story_key(state["id"]), json.dumps(state)],
+                        [self._story_version_key(state["id"]), str(state["version"])]]
+
     def _plan(self) -> dict:
-        return {"absent": [], "versions": [], "set": [], "hincr": [], "zadd": [], "zrem": [], "prune": [],
+        return {"absent": [], "versions": [], "set": [], "incr": [], "hincr": [], "zadd": [], "zrem": [], "prune": [],
                 "docs": 0, "docs_key": self._key("docs"), "clock": float("-inf"), "clock_repr": "",
                 "clock_key": self._key("clock"), "ttl": self.ttl}
 
@@ -427,7 +438,7 @@ class StoryStore:
         """Run the commit script; False when a check failed (someone else committed first)."""
         if plan["clock"] == float("-inf"):
             plan["clock"], plan["clock_repr"] = -1e18, "-1e18"
-        shared = [self._key(k) for k in ("clock", "docs", "df", "ver", "active", "closing", "embsum")]
+        shared = [self._key(k) for k in ("clock", "docs", "df", "active", "closing", "embsum")]
         keys = sorted(set(shared + index_keys + [kv[0] for kv in plan["set"]] + plan["absent"]))
         status, _ = self._commit(keys=keys, args=[json.dumps(plan)])
         return status == b"ok"
