@@ -9,7 +9,9 @@ the active stories stay bounded while the stories ever seen keep growing. Runs S
 
 Two stores see the same stream: the large one all of it, the small one only its last window (the stories
 that can still be active). Both then assign the same fresh articles, batch by batch in turn, so the ratio of
-their per-article costs is what the number of stories ever seen costs.
+their per-article costs is what the number of stories ever seen costs. Likewise for the size of one story:
+two stores hold one long-running story (every report names a few new people and words, so its index keys
+keep growing) of 20 and of 1,000 reports, and both take the same further reports.
 
 About one report in four is a bare headline (no body and no entities: NER misses names in headlines), so the
 figures include matching the candidate stories' names against it. Each synthetic article carries a lead
@@ -65,6 +67,23 @@ def synthetic_articles(count: int, seed: int = 7, bare_share: float = 0.25) -> l
     return items[:count]
 
 
+def one_long_story(count: int, start: float, end: float, seed: int = 11) -> list[ClusterInput]:
+    """Reports of one event spread from `start` to `end`: its place and mayor, and each a name and a few words
+    of its own."""
+    rng = random.Random(seed)
+    centre = [rng.gauss(0.0, 1.0) for _ in range(DIM)]
+    items = []
+    for n in range(count):
+        names = ["Harbour City", "Mayor Ada Quist", f"Person{rng.randrange(10**6)}"]
+        entities = [Entity(name, "GPE" if k == 0 else "PERSON", 0, len(name), name, "text")
+                    for k, name in enumerate(names)]
+        title = "Harbour City flood inquiry " + " ".join(rng.sample(VOCABULARY, 3))
+        text = f"{title}. {' and '.join(names)} spoke about the flood inquiry and the harbour wall."
+        items.append(ClusterInput(f"long-{n}", title, text, f"outlet{n % 7}", f"https://syn.example/long/{n}",
+                                  start + (end - start) * n / count, entities, "en", _unit_near(rng, centre, 0.3)))
+    return items
+
+
 def timed(store: StoryStore, items: list[ClusterInput], batch: int) -> float:
     start = time.perf_counter()
     for i in range(0, len(items), batch):
@@ -90,6 +109,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--probe", type=int, default=1000, help="fresh articles timed on both stores")
     parser.add_argument("--model", action="store_true", help="also time the ONNX lead embedder")
+    parser.add_argument("--long-story", type=int, default=1000, help="reports of the large long-running story")
     args = parser.parse_args()
     client = redis.Redis.from_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
     window = 7 * DAY
@@ -103,20 +123,34 @@ def main() -> None:
     def stories(store: StoryStore) -> int:
         return sum(1 for _ in client.scan_iter(match=f"sw:{{{store.namespace}}}:story:*", count=1000))
 
+    # The long story runs through the history, amid the other news (which sets the frequencies and mean).
+    long_story = one_long_story(args.long_story + 200, history[0].event_time, fresh[-1].event_time)
+    short_run = StoryStore(client, "bench-" + uuid.uuid4().hex, None, window_seconds=window)
+    long_run = StoryStore(client, "bench-" + uuid.uuid4().hex, None, window_seconds=window)
     try:
         fill = timed(large, history, args.batch)
         timed(small, recent, args.batch)
         seen = (stories(small), stories(large))
         active = [client.zcount(s._key("active"), fresh[0].event_time - window, "+inf") for s in (small, large)]
         cost_small, cost_large = probe([small, large], fresh, args.batch)
+        by_time = lambda items: sorted(items, key=lambda i: i.event_time)  # noqa: E731
+        timed(short_run, by_time(history + long_story[args.long_story - 20:args.long_story]), args.batch)
+        timed(long_run, by_time(history + long_story[:args.long_story]), args.batch)
+        further = long_story[args.long_story:]
+        cost_short, cost_long = probe([short_run, long_run], further, args.batch)
+        long_stories = (stories(short_run), stories(long_run))
     finally:
-        large.drop()
-        small.drop()
+        for store in (large, small, short_run, long_run):
+            store.drop()
     print(f"clustering stage: {len(history) / fill:.0f} articles/s ({len(history)} articles, batch {args.batch})")
     print(f"probe of {len(fresh)} fresh articles, alternated batch by batch: "
           f"{1000 * cost_small / len(fresh):.2f} ms/article with {seen[0]} stories ever seen ({active[0]} active), "
           f"{1000 * cost_large / len(fresh):.2f} ms/article with {seen[1]} ({active[1]} active), "
           f"ratio {cost_large / cost_small:.2f}x")
+    print(f"joining a long-running story, {len(further)} further reports alternated batch by batch: "
+          f"{1000 * cost_short / len(further):.2f} ms/article when it holds 20 reports, "
+          f"{1000 * cost_long / len(further):.2f} ms/article when it holds {args.long_story} "
+          f"(stories in the stores: {long_stories[0]} / {long_stories[1]}), ratio {cost_long / cost_short:.2f}x")
     if args.model:
         from worker.core.embedding import Embedder
         embedder = Embedder()

@@ -6,9 +6,9 @@ from dataclasses import replace
 import pytest
 
 from worker.core.cluster import (DAY, ClusterConfig, ClusterInput, add_copy, article_features, decide,
-                                 df_keys, embedding_counts, embedding_mean, embedding_score, merge_article,
-                                 new_story, numbers_of, public_view, rank_candidates, similarity, weigh,
-                                 with_story_names)
+                                 df_keys, embedding_counts, embedding_mean, embedding_score, filing_keys,
+                                 merge_article, new_story, numbers_of, public_view, rank_candidates, similarity,
+                                 weigh, with_story_names)
 from worker.core.embedding import DIM, dequantize, lead_of, quantize
 from worker.core.entities import Entity
 
@@ -38,7 +38,7 @@ def replay(items, config=CONFIG, window_days=30.0):
             story_id = decision.story_id
             features = with_story_names(features, stories[story_id], config)
             stories[story_id] = merge_article(stories[story_id], item, features, config)
-        for key in stories[story_id]["keys"]:
+        for key in filing_keys(stories[story_id], features, config):
             postings.setdefault(key, {})[story_id] = stories[story_id]["last_seen"]
         df.update(set(df_keys(features)))
         n_docs += 1
@@ -145,6 +145,24 @@ def test_a_report_rich_in_entities_is_still_filed_under_its_headline_words():
     sparse = weigh(article_features(article("b", "Shooting", "One man was killed.", places), CONFIG), Counter(),
                    1, CONFIG)
     assert len(sparse.index_keys) == CONFIG.max_index_keys and "shooting" in sparse.index_keys
+
+
+def test_a_long_running_story_is_filed_under_its_most_common_keys_and_the_joining_article_s():
+    """The cost of a join does not grow with the story: its keys are counted, bounded, and re-filed in part."""
+    config = replace(CONFIG, story_keys_filed=4)
+    story, df = None, Counter()
+    for n in range(60):
+        item = article(f"r{n}", f"Harbour inquiry hears witness{n}", "The harbour flood inquiry went on.",
+                       [("Harbour City", "GPE"), (f"Witness{n} Quist", "PERSON")], day=n * 0.1)
+        features = weigh(article_features(item, config), df, n, config)
+        story = new_story("s", item, features, config) if story is None else merge_article(story, item, features,
+                                                                                           config)
+        df.update(set(df_keys(features)))
+    assert len(story["keys"]) <= 16
+    filed = filing_keys(story, features, config)
+    assert set(features.index_keys) <= set(filed) and len(filed) <= 4 + len(features.index_keys)
+    assert "e:harbour city" in filed and story["keys"]["e:harbour city"] == 60
+    assert "e:witness3 quist" not in story["keys"]  # a name one early report gave is no longer kept
 
 
 def test_story_state_stays_current():

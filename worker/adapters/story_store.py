@@ -307,7 +307,7 @@ class StoryStore:
             action = "article_added"
         state["version"] += 1
         snap.stories[story_id] = state
-        for key in state["keys"]:
+        for key in cluster.filing_keys(state, features, self.config):
             snap.postings.setdefault(key, {})[story_id] = state["last_seen"]
             snap.touched_keys.setdefault(key, set()).add(story_id)
         for key in cluster.df_keys(features):

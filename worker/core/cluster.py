@@ -67,6 +67,9 @@ class ClusterConfig:
     max_index_keys: int = 12           # index keys an article is filed and looked up under
     index_title_terms: int = 4         # of which title words, at least (when the title has them)
     max_candidates: int = 24           # stories scored per article
+    # A join re-files the story under the joining article's keys and the keys most of its reports have (so the
+    # cost of a join does not grow with the size of the story; a story keeps counts for 4x as many keys).
+    story_keys_filed: int = 32
     story_entities_kept: int = 64
     story_terms_kept: int = 200
     story_times_kept: int = 16
@@ -269,7 +272,7 @@ def df_keys(features: ArticleFeatures) -> list[str]:
 def new_story(story_id: str, item: ClusterInput, features: ArticleFeatures, config: ClusterConfig) -> dict:
     empty = {"id": story_id, "version": 0, "headline": "", "article_count": 0, "copies": 0, "sources": {},
              "entities": {}, "terms": {}, "times": [], "first_seen": item.event_time,
-             "last_seen": item.event_time, "keys": [], "closed": False}
+             "last_seen": item.event_time, "keys": {}, "closed": False}
     return merge_article(empty, item, features, config)
 
 
@@ -289,7 +292,7 @@ def merge_article(story: dict, item: ClusterInput, features: ArticleFeatures, co
         "times": times,
         "first_seen": min(story["first_seen"], item.event_time),
         "last_seen": max(story["last_seen"], item.event_time),
-        "keys": sorted(set(story["keys"]) | set(features.index_keys)),
+        "keys": _with_keys(story["keys"], features.index_keys, config),
         **_with_embedding(story, features, config),
         "years": dict(Counter(story.get("years", {})) + Counter(features.years)),
         "numbers": dict(sorted((Counter(story.get("numbers", {})) + Counter(features.numbers)).items(),
@@ -297,6 +300,25 @@ def merge_article(story: dict, item: ClusterInput, features: ArticleFeatures, co
     }
     state["headline"] = _headline(story, state, item)
     return state
+
+
+def _with_keys(keys: Mapping[str, int], new: Sequence[str], config: ClusterConfig) -> dict[str, int]:
+    """Index key -> reports of the story filed under it, the latest article's keys last; bounded."""
+    out = {k: n for k, n in keys.items() if k not in new}
+    out.update({k: keys.get(k, 0) + 1 for k in new})
+    kept = set(_by_count(out)[:4 * config.story_keys_filed])
+    return {k: n for k, n in out.items() if k in kept}
+
+
+def _by_count(keys: Mapping[str, int]) -> list[str]:
+    """Keys by reports filed under them, the more recent first among equals."""
+    recency = {k: i for i, k in enumerate(keys)}
+    return sorted(keys, key=lambda k: (-keys[k], -recency[k]))
+
+
+def filing_keys(story: dict, features: ArticleFeatures, config: ClusterConfig) -> list[str]:
+    """Index keys a story is (re-)filed under when `features`' article joins or founds it."""
+    return sorted(set(features.index_keys) | set(_by_count(story["keys"])[:config.story_keys_filed]))
 
 
 def _with_embedding(story: dict, features: ArticleFeatures, config: ClusterConfig) -> dict:
