@@ -68,7 +68,7 @@ class _Item:
 
 
 class OriginalPending(DependencyUnavailable):
-    """A duplicate's original is being processed by another replica right now; retry the batch shortly."""
+    """A duplicate's or an update's original is being processed by another replica right now; retry shortly."""
 
 
 class Pipeline:
@@ -254,9 +254,13 @@ class Pipeline:
                 it.entities = relocate(originals[it.dedup.duplicate_of], it.article.title, it.article.text or "")
 
     def _originals(self, items: list[_Item]) -> dict[str, list[Entity]]:
-        """Entities of every original a duplicate in the batch points at (this batch or stored)."""
+        """Entities of every original a duplicate or an update in the batch points at (this batch or stored).
+
+        One claimed by another replica but not decided yet is waited for (OriginalPending, the batch retried):
+        a copy needs its entities, an update its story (else it would be counted as a new article)."""
         in_batch = {it.article_id: it for it in items}
-        wanted = {it.dedup.duplicate_of for it in items if it.dedup.duplicate_of}
+        wanted = {it.dedup.duplicate_of or it.dedup.update_of for it in items
+                  if it.dedup.duplicate_of or it.dedup.update_of}
         out = {a: in_batch[a].entities for a in wanted if a in in_batch}
         stored = self.decisions.load(sorted(wanted - out.keys()))
         now = time.monotonic()
@@ -265,7 +269,7 @@ class Pipeline:
                 self._pending_since.pop(a, None)
                 out[a] = [Entity(**e) for e in stored[a]["decision"]["entities"]]
             elif now - self._pending_since.setdefault(a, now) < self.settings.original_wait_s:
-                raise OriginalPending(f"original {a} of a duplicate is not decided yet")
+                raise OriginalPending(f"original {a} of a duplicate or update is not decided yet")
             else:  # its record is gone (expired, or Redis lost its data): the copy goes on without it
                 log.warning("original_missing", original=a, waited_s=self.settings.original_wait_s)
                 self._pending_since.pop(a, None)

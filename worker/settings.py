@@ -64,8 +64,8 @@ class Settings(BaseSettings):
     ner_batch_size: int = Field(32, ge=1)
     story_embeddings: bool = Field(True, description="Use lead sentence embeddings (MiniLM, ONNX) in clustering: "
                                    "better stories (headlines above all) for about 4x the CPU per article.")
-    original_wait_s: float = Field(120.0, ge=0, description="How long a duplicate waits for its original's "
-                                   "decision (being made by another replica) before going on without it.")
+    original_wait_s: float = Field(120.0, ge=0, description="How long a duplicate or an update waits for its "
+                                   "original's decision (being made by another replica) before going on without it.")
     retry_initial_s: float = Field(0.5, gt=0)
     retry_max_s: float = Field(30.0, gt=0)
     shutdown_deadline_s: float = Field(30.0, gt=0)

@@ -8,7 +8,7 @@ import pytest
 
 from worker.core.entities import Entity
 from worker.models import SourceRecord
-from worker.pipeline import Incoming, Pipeline
+from worker.pipeline import Incoming, OriginalPending, Pipeline
 from worker.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -97,3 +97,21 @@ def test_missing_or_absurd_dates_fall_back_to_the_previous_articles_time(pipelin
     results = pipeline.process(incoming(docs))
     seen = [r.events[0].story.first_seen for r in results]
     assert seen[1] == seen[0] == seen[2]
+
+
+def test_an_update_waits_for_its_original_while_another_replica_decides_it(redis_client, pipeline):
+    """Same URL, new content, while the first version is between its dedup claim and its story: the update
+    waits (the batch is retried) instead of being counted as a new article."""
+    other = Pipeline(Settings(), redis_client, pipeline.stories.namespace, live=False, extractor=FakeExtractor())
+    original = article(1)
+    update = {**original, "id": "a1-v2", "text": original["text"] + "The timetable was corrected on Friday."}
+    results = {}
+    items = other.validate(incoming([original]), results)
+    other.deduplicate(items)  # the other replica has claimed the article; its story is not assigned yet
+    with pytest.raises(OriginalPending):
+        pipeline.process(incoming([update]))
+    other.enrich(items)
+    other.cluster(items)
+    other.record(items, results)
+    decided = pipeline.process(incoming([update]))[0].decision
+    assert (decided.update_of, decided.story_id) == ("a1", results[0].decision.story_id)
