@@ -277,19 +277,35 @@ class Pipeline:
         return out
 
     def cluster(self, items: list[_Item]) -> None:
-        new = [it for it in items if not it.dedup.duplicate_of and not it.dedup.update_of]
-        for it, change in zip(new, self.stories.assign([self._cluster_input(it) for it in new])):
-            it.change = change
+        """New articles and updates in order (runs of new articles assigned together: an update changes what
+        the next articles are scored against), then duplicates (which change nothing a decision reads)."""
+        run: list[_Item] = []
         for it in items:
-            try:
-                if it.dedup.duplicate_of:
-                    it.change = self.stories.add_duplicate(it.article_id, it.dedup.duplicate_of, it.article.source,
-                                                           it.event_time)
-                elif it.dedup.update_of:
-                    it.change = self.stories.update_article(self._cluster_input(it), it.dedup.update_of)
-            except UnknownArticle as exc:  # the original's story expired or was lost: start from this article
-                log.warning("original_story_missing", article=it.article_id, reason=str(exc))
-                it.change = self.stories.assign([self._cluster_input(it)])[0]
+            if it.dedup.update_of:
+                self._assign(run)
+                run = []
+                self._existing(it, lambda it=it: self.stories.update_article(self._cluster_input(it),
+                                                                             it.dedup.update_of))
+            elif not it.dedup.duplicate_of:
+                run.append(it)
+        self._assign(run)
+        for it in items:
+            if it.dedup.duplicate_of:
+                self._existing(it, lambda it=it: self.stories.add_duplicate(
+                    it.article_id, it.dedup.duplicate_of, it.article.source, it.event_time))
+
+    def _assign(self, run: list[_Item]) -> None:
+        if run:
+            for it, change in zip(run, self.stories.assign([self._cluster_input(it) for it in run])):
+                it.change = change
+
+    def _existing(self, it: _Item, change) -> None:
+        """A change to the story of `it`'s original; when that story expired or was lost, `it` starts afresh."""
+        try:
+            it.change = change()
+        except UnknownArticle as exc:
+            log.warning("original_story_missing", article=it.article_id, reason=str(exc))
+            it.change = self.stories.assign([self._cluster_input(it)])[0]
 
     @staticmethod
     def _cluster_input(it: _Item) -> ClusterInput:

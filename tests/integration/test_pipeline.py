@@ -115,3 +115,26 @@ def test_an_update_waits_for_its_original_while_another_replica_decides_it(redis
     other.record(items, results)
     decided = pipeline.process(incoming([update]))[0].decision
     assert (decided.update_of, decided.story_id) == ("a1", results[0].decision.story_id)
+
+
+def test_batch_decisions_do_not_depend_on_how_the_input_is_cut(redis_client, tmp_path):
+    """New reports, copies and an update that changes what a later report is scored against."""
+    from worker.batch import run_batch
+
+    first = article(1, title="Lisbon ferry timetable changes")
+    docs = [first, article(2), {**first, "id": "copy", "url": "https://copies.example/1", "source": "copier"},
+            {**first, "id": "a1-v2", "title": "Porto ferry timetable changes",
+             "text": "Porto harbour authority corrects its ferry timetable for the summer. " * 3},
+            {**article(3), "title": "Porto ferry timetable corrected",
+             "text": "The Porto harbour authority corrected the ferry timetable again on Friday. " * 3},
+            article(4), {**article(2), "id": "copy2", "url": "https://copies.example/2", "source": "copier"}]
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(d) + "\n" for d in docs))
+    outs = {}
+    for chunk in (1, 3, 64):
+        out = tmp_path / f"out{chunk}.jsonl"
+        run_batch(Settings(), redis_client, src, out, chunk=chunk, extractor=FakeExtractor())
+        outs[chunk] = [json.loads(line) for line in out.read_text().splitlines()]
+    assert outs[1] == outs[3] == outs[64]
+    decided = {d["id"]: d for d in outs[1]}
+    assert decided["a1-v2"]["update_of"] == "a1" and decided["copy"]["duplicate_of"] == "a1"
