@@ -96,14 +96,21 @@ class StreamWorker:
         """Process one batch until it is published and committed, or abandoned (revoked / stopping)."""
         delay = self.settings.retry_initial_s
         give_up_at: float | None = None
+        decided_before: dict[tuple[str, int, int], Result] = {}  # by an attempt that failed after deciding
         while records:
             started = time.monotonic()
             try:
                 results = self.pipeline.process([_incoming(r) for r in records])
+                where = [(r.topic, r.partition, r.offset) for r in records]
+                for at, result in zip(where, results):
+                    if not result.redelivered:
+                        decided_before.setdefault(at, result)
                 self.publisher.publish(self._outgoing(results))
                 self.pipeline.confirm_published(results)
                 self._commit(consumer, records)
-                self.stats.batch(results, time.monotonic() - started)
+                # counted as first decided: a retry gets this batch's own decisions back as redelivered
+                self.stats.batch([decided_before.get(at, r) for at, r in zip(where, results)],
+                                 time.monotonic() - started)
                 break
             except DependencyUnavailable as exc:
                 self.stats.retries += 1

@@ -1,0 +1,92 @@
+"""What the stream loop publishes for a batch, in which order, and how it accounts for it, with stand-ins for
+the consumer, publisher and pipeline (the real broker path: tests/integration and tests/faults)."""
+import datetime as dt
+import json
+from types import SimpleNamespace
+
+from worker.errors import DependencyUnavailable
+from worker.models import DeadLetter, Decision, SourceRecord, StoryEvent, StoryState
+from worker.pipeline import Result
+from worker.settings import Settings
+from worker.stream import StreamWorker
+
+NOW = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def event(story_id: str, version: int, kind: str = "article_added") -> StoryEvent:
+    state = StoryState(headline="h", article_count=version, sources=[], top_entities=[], first_seen=NOW,
+                       last_seen=NOW)
+    return StoryEvent(story_id=story_id, version=version, event=kind, article=None, story=state,
+                      worker_version="x", emitted_at=NOW)
+
+
+def test_a_batch_publishes_each_story_s_events_in_version_order():
+    """Versions follow event time within a batch, so a later input can carry an earlier version."""
+    letter = DeadLetter.build(b"{", error_class="not_json", reason="bad", worker_version="x", max_bytes=10_000,
+                              source=SourceRecord(topic="in", partition=0, offset=3, timestamp=None))
+    results = [Result(Decision(id="a"), events=[event("s1", 3)]), Result(Decision(id="b"), events=[event("s2", 1)]),
+               Result(Decision(id=None, error="not_json"), dead_letter=letter),
+               Result(Decision(id="c"), events=[event("s1", 2)])]
+    worker = StreamWorker(Settings(), pipeline=None, publisher=object())
+    out = [(topic, key, json.loads(value)) for topic, key, value in worker._outgoing(results)]
+    assert [topic for topic, _, _ in out] == ["articles.dlq", "stories", "stories", "stories"]
+    assert [(key, v["version"]) for _, key, v in out[1:]] == [(b"s1", 2), (b"s1", 3), (b"s2", 1)]
+
+
+class Consumer:
+    def __init__(self):
+        self.commits = []
+
+    def assignment(self):
+        return set()
+
+    def paused(self):
+        return set()
+
+    def pause(self, *partitions):
+        pass
+
+    def resume(self, *partitions):
+        pass
+
+    def poll(self, timeout_ms=0):
+        return {}
+
+    def commit(self, offsets, timeout_ms=None):
+        self.commits.append(offsets)
+
+
+class PublisherAwayOnce:
+    def __init__(self):
+        self.calls = 0
+
+    def publish(self, records):
+        list(records)
+        self.calls += 1
+        if self.calls == 1:
+            raise DependencyUnavailable("broker away")
+
+
+class Replaying:
+    """Decides each article on the first call; later calls get the stored decisions back (redelivered)."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def process(self, batch):
+        self.calls += 1
+        return [Result(Decision(id=f"a{i}"), events=[event(f"s{i}", 1, "created")], redelivered=self.calls > 1)
+                for i, _ in enumerate(batch)]
+
+    def confirm_published(self, results):
+        pass
+
+
+def test_a_batch_retried_after_deciding_counts_its_articles_once_as_decided():
+    records = [SimpleNamespace(topic="in", partition=0, offset=n, value=b"{}", key=None, headers=[], timestamp=0)
+               for n in range(2)]
+    consumer = Consumer()
+    worker = StreamWorker(Settings(retry_initial_s=0.01), pipeline=Replaying(), publisher=PublisherAwayOnce())
+    worker._handle(consumer, records, SimpleNamespace(revoked=set()))
+    assert len(consumer.commits) == 1 and worker.stats.retries == 1
+    assert (worker.stats.articles, worker.stats.new_stories, worker.stats.redelivered) == (2, 2, 0)
