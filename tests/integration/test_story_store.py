@@ -131,6 +131,10 @@ def test_close_expired_closes_once_and_offers_the_event_until_confirmed(store):
     assert store.close_expired() == closed  # its publish failed: offered again, same version
     store.confirm_closed([c.story_id for c in closed])
     assert store.close_expired() == []
+    store.assign([report("c1", day=80, title="Quake in Quito", names=(("Quito", "GPE"),))])
+    queued = store.close_expired()  # b1's story left the window in turn: its event offered, not confirmed,
+    store.redis.delete(*[store._story_key(c.story_id) for c in queued])  # and then its state expired
+    assert queued and store.close_expired() == [] and store.redis.zcard(store._key("closing")) == 0
     late, = store.assign([report("a2", day=40.1)])
     assert late.story_id != old.story_id  # a closed story takes no new articles
 

@@ -170,8 +170,9 @@ class StoryStore:
         queued = [s.decode() for s in self.redis.zrange(self._key("closing"), 0, -1)]
         if not queued:
             return []
-        states = [json.loads(raw) for raw in self.redis.mget([self._story_key(s) for s in queued]) if raw]
-        return [self._change(s, "story_closed", None, None, None, []) for s in states]
+        raws = self.redis.mget([self._story_key(s) for s in queued])
+        self.confirm_closed([s for s, raw in zip(queued, raws) if raw is None])  # expired since: nothing to say
+        return [self._change(json.loads(raw), "story_closed", None, None, None, []) for raw in raws if raw]
 
     def confirm_closed(self, story_ids: Sequence[str]) -> None:
         """Their `story_closed` events are acknowledged: off the queue."""
