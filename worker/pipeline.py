@@ -10,7 +10,7 @@ import contextlib
 import datetime as dt
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import redis
 import structlog
@@ -102,12 +102,23 @@ class Pipeline:
         """
         try:
             with _redis_failures():
-                return self._process(batch)
+                results = self._process(batch)
         except DependencyUnavailable:
             raise
         except Exception:  # noqa: BLE001 - anything else is a property of some message: find it
             log.exception("batch_failed_isolating", records=len(batch))
-            return [result for msg in batch for result in self._process_alone(msg)]
+            results = [result for msg in batch for result in self._process_alone(msg)]
+        return self._without_letters_published(results)
+
+    def _without_letters_published(self, results: list[Result]) -> list[Result]:
+        """A message dead-lettered before (its batch retried or redelivered) is not dead-lettered again."""
+        sources = [r.dead_letter.source for r in results if r.dead_letter and r.dead_letter.source.topic is not None]
+        if not sources:
+            return results
+        with _redis_failures():
+            published = self.decisions.letters_published(sources)
+        return [replace(r, dead_letter=None, redelivered=True)
+                if r.dead_letter and _where(r.dead_letter.source) in published else r for r in results]
 
     def _process_alone(self, msg: Incoming) -> list[Result]:
         try:
@@ -124,10 +135,12 @@ class Pipeline:
                            dead_letter=letter)]
 
     def confirm_published(self, results: list[Result]) -> None:
-        """Record that the batch's events are acknowledged, so a redelivery emits nothing new."""
+        """Record that the batch's events and dead letters are acknowledged, so a redelivery emits nothing new."""
         with _redis_failures():
             self.decisions.mark_published({r.decision.id: self._record(r) for r in results
                                            if r.decision.id and not r.dead_letter and r.events})
+            self.decisions.mark_letters_published([r.dead_letter.source for r in results if r.dead_letter
+                                                   and r.dead_letter.source.topic is not None])
 
     def close_expired(self) -> list[StoryEvent]:
         """story_closed events for stories that left the active window, until `confirm_closed` after publish."""
@@ -360,6 +373,10 @@ def _redis_failures():
         raise DependencyUnavailable(f"Redis unavailable: {exc!r}") from exc
     except StoreConflict as exc:
         raise DependencyUnavailable(f"story state kept changing under this batch: {exc}") from exc
+
+
+def _where(source: SourceRecord) -> tuple:
+    return source.topic, source.partition, source.offset
 
 
 def _guess_id(value: bytes | None) -> str | None:

@@ -138,3 +138,17 @@ def test_batch_decisions_do_not_depend_on_how_the_input_is_cut(redis_client, tmp
     assert outs[1] == outs[3] == outs[64]
     decided = {d["id"]: d for d in outs[1]}
     assert decided["a1-v2"]["update_of"] == "a1" and decided["copy"]["duplicate_of"] == "a1"
+
+
+def test_a_dead_letter_is_offered_until_acknowledged_then_never_again(pipeline):
+    """A batch retried after its publish failed offers its dead letters again; once they are acknowledged, a
+    retry or a redelivery of the same input record does not dead-letter it a second time."""
+    docs = [b"{not json", article(1)]
+    assert pipeline.process(incoming(docs))[0].dead_letter is not None
+    again = pipeline.process(incoming(docs))
+    assert again[0].dead_letter is not None
+    pipeline.confirm_published(again)
+    third = pipeline.process(incoming(docs))
+    assert third[0].dead_letter is None and third[0].redelivered and third[0].decision.error.startswith("not_json")
+    other_offset = Incoming(value=b"{not json", source=SourceRecord(topic="t", partition=0, offset=9, timestamp=None))
+    assert pipeline.process([other_offset])[0].dead_letter is not None  # another record with the same bytes

@@ -1,7 +1,8 @@
 """Per-article decision records in Redis: what makes a redelivered message give the same answer.
 
 Key `sw:<namespace>:dec:<article id>` holds the article's decision and the story events it caused, as JSON,
-plus whether those events were acknowledged by the broker. Single-key operations only (Redis Cluster safe).
+plus whether those events were acknowledged by the broker; `sw:<namespace>:dlq:<topic>:<partition>:<offset>`
+marks an input record whose dead letter was acknowledged. Single-key operations only (Redis Cluster safe).
 """
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from collections.abc import Sequence
 
 import redis
 
+from ..models import SourceRecord
+
 
 class DecisionLog:
     """Read and write decision records, one pipelined round trip per batch."""
@@ -17,6 +20,7 @@ class DecisionLog:
     def __init__(self, client: redis.Redis, namespace: str, ttl_seconds: int | None):
         self._r = client
         self._prefix = f"sw:{namespace}:dec:"
+        self._letters = f"sw:{namespace}:dlq:"
         self._ttl = ttl_seconds
 
     def _key(self, article_id: str) -> str:
@@ -45,13 +49,32 @@ class DecisionLog:
         """After the broker acknowledged their events: a later redelivery then emits nothing."""
         self.save({a: {**r, "published": True} for a, r in records.items()})
 
+    def letters_published(self, sources: Sequence[SourceRecord]) -> set[tuple]:
+        """(topic, partition, offset) of the given input records whose dead letter was acknowledged."""
+        pipe = self._r.pipeline(transaction=False)
+        for source in sources:
+            pipe.exists(self._letter_key(source))
+        return {(s.topic, s.partition, s.offset) for s, found in zip(sources, pipe.execute()) if found}
+
+    def mark_letters_published(self, sources: Sequence[SourceRecord]) -> None:
+        if not sources:
+            return
+        pipe = self._r.pipeline(transaction=False)
+        for source in sources:
+            pipe.set(self._letter_key(source), 1, ex=self._ttl)
+        pipe.execute()
+
+    def _letter_key(self, source: SourceRecord) -> str:
+        return f"{self._letters}{source.topic}:{source.partition}:{source.offset}"
+
     def drop(self) -> None:
         """Delete every record of the namespace (batch mode cleans up after itself)."""
         batch: list[str] = []
-        for key in self._r.scan_iter(match=self._prefix + "*", count=1000):
-            batch.append(key)
-            if len(batch) >= 1000:
-                self._r.delete(*batch)
-                batch.clear()
+        for prefix in (self._prefix, self._letters):
+            for key in self._r.scan_iter(match=prefix + "*", count=1000):
+                batch.append(key)
+                if len(batch) >= 1000:
+                    self._r.delete(*batch)
+                    batch.clear()
         if batch:
             self._r.delete(*batch)
