@@ -67,9 +67,9 @@ def synthetic_articles(count: int, seed: int = 7, bare_share: float = 0.25) -> l
     return items[:count]
 
 
-def one_long_story(count: int, start: float, end: float, seed: int = 11) -> list[ClusterInput]:
-    """Reports of one event spread from `start` to `end`: its place and mayor, and each a name and a few words
-    of its own."""
+def one_long_story(count: int, start: float, step: float, seed: int = 11) -> list[ClusterInput]:
+    """Reports of one event, one every `step` seconds from `start`: its place and mayor, and each a name and a
+    few words of its own."""
     rng = random.Random(seed)
     centre = [rng.gauss(0.0, 1.0) for _ in range(DIM)]
     items = []
@@ -80,7 +80,7 @@ def one_long_story(count: int, start: float, end: float, seed: int = 11) -> list
         title = "Harbour City flood inquiry " + " ".join(rng.sample(VOCABULARY, 3))
         text = f"{title}. {' and '.join(names)} spoke about the flood inquiry and the harbour wall."
         items.append(ClusterInput(f"long-{n}", title, text, f"outlet{n % 7}", f"https://syn.example/long/{n}",
-                                  start + (end - start) * n / count, entities, "en", _unit_near(rng, centre, 0.3)))
+                                  start + step * n, entities, "en", _unit_near(rng, centre, 0.3)))
     return items
 
 
@@ -91,16 +91,17 @@ def timed(store: StoryStore, items: list[ClusterInput], batch: int) -> float:
     return time.perf_counter() - start
 
 
-def probe(stores: list[StoryStore], items: list[ClusterInput], batch: int) -> list[float]:
-    """Per store, the seconds spent assigning `items`; the stores take turns batch by batch, so a shared
-    machine's drift weighs on both alike."""
-    spent = [0.0] * len(stores)
+def probe(stores: list[StoryStore], items: list[ClusterInput], batch: int) -> tuple[list[float], list[int]]:
+    """Per store, the seconds spent assigning `items` and how many of them joined a story; the stores take
+    turns batch by batch, so a shared machine's drift weighs on both alike."""
+    spent, joined = [0.0] * len(stores), [0] * len(stores)
     for i in range(0, len(items), batch):
         for k, store in enumerate(stores):
             start = time.perf_counter()
-            store.assign(items[i:i + batch])
+            changes = store.assign(items[i:i + batch])
             spent[k] += time.perf_counter() - start
-    return spent
+            joined[k] += sum(c.action == "article_added" for c in changes)
+    return spent, joined
 
 
 def main() -> None:
@@ -123,8 +124,10 @@ def main() -> None:
     def stories(store: StoryStore) -> int:
         return sum(1 for _ in client.scan_iter(match=f"sw:{{{store.namespace}}}:story:*", count=1000))
 
-    # The long story runs through the history, amid the other news (which sets the frequencies and mean).
-    long_story = one_long_story(args.long_story + 200, history[0].event_time, fresh[-1].event_time)
+    # The long story runs through the history, amid the other news (which sets the frequencies and mean), and
+    # goes on after it at the same pace.
+    start, end = history[0].event_time, history[-1].event_time
+    long_story = one_long_story(args.long_story + 200, start, (end - start) / args.long_story)
     short_run = StoryStore(client, "bench-" + uuid.uuid4().hex, None, window_seconds=window)
     long_run = StoryStore(client, "bench-" + uuid.uuid4().hex, None, window_seconds=window)
     try:
@@ -132,13 +135,12 @@ def main() -> None:
         timed(small, recent, args.batch)
         seen = (stories(small), stories(large))
         active = [client.zcount(s._key("active"), fresh[0].event_time - window, "+inf") for s in (small, large)]
-        cost_small, cost_large = probe([small, large], fresh, args.batch)
-        by_time = lambda items: sorted(items, key=lambda i: i.event_time)  # noqa: E731
-        timed(short_run, by_time(history + long_story[args.long_story - 20:args.long_story]), args.batch)
-        timed(long_run, by_time(history + long_story[:args.long_story]), args.batch)
+        (cost_small, cost_large), _ = probe([small, large], fresh, args.batch)
+        for store, reports in ((short_run, long_story[args.long_story - 20:args.long_story]),
+                               (long_run, long_story[:args.long_story])):
+            timed(store, sorted(history + reports, key=lambda i: i.event_time), args.batch)
         further = long_story[args.long_story:]
-        cost_short, cost_long = probe([short_run, long_run], further, args.batch)
-        long_stories = (stories(short_run), stories(long_run))
+        (cost_short, cost_long), joined = probe([short_run, long_run], further, args.batch)
     finally:
         for store in (large, small, short_run, long_run):
             store.drop()
@@ -150,7 +152,7 @@ def main() -> None:
     print(f"joining a long-running story, {len(further)} further reports alternated batch by batch: "
           f"{1000 * cost_short / len(further):.2f} ms/article when it holds 20 reports, "
           f"{1000 * cost_long / len(further):.2f} ms/article when it holds {args.long_story} "
-          f"(stories in the stores: {long_stories[0]} / {long_stories[1]}), ratio {cost_long / cost_short:.2f}x")
+          f"({joined[0]} / {joined[1]} of them joined a story), ratio {cost_long / cost_short:.2f}x")
     if args.model:
         from worker.core.embedding import Embedder
         embedder = Embedder()
