@@ -153,6 +153,24 @@ def test_a_story_s_keys_expire_with_it_and_a_story_founded_again_starts_clean(st
     assert (dup.story_id, dup.version) == (first.story_id, 2)
 
 
+def test_document_frequencies_are_kept_per_generation_of_event_time_and_expire(store):
+    """Rarity is counted over the current and the previous generation: older counts expire instead of growing
+    with every name ever seen."""
+    from worker.adapters.story_store import _DF_GENERATION_WINDOWS
+
+    generation_days = _DF_GENERATION_WINDOWS * WINDOW / DAY
+    store.assign([report("a1"), report("a2", day=0.1)])
+    early = store._weighed(report("c0", day=0.2))
+    store.assign([report("b1", day=2 * generation_days, **OTHER)])
+    df_keys = sorted(k for k in namespace_keys(store) if b":df:" in k)
+    assert len(df_keys) == 2
+    counts = [int(store.redis.hget(k, "#docs")) for k in df_keys]
+    assert sorted(counts) == [1, 2]
+    assert all(0 < store.redis.ttl(k) <= 2 * generation_days * DAY + DAY for k in df_keys)
+    late = store._weighed(report("c1", day=2 * generation_days + 1))
+    assert late.entity_vector["e:harbin"] > early.entity_vector["e:harbin"]  # rare again: a1, a2 no longer count
+
+
 def test_drop_removes_every_key(store):
     store.assign([report("a1"), report("b1", **OTHER)])
     store.add_duplicate("d1", "a1", "copier", T0)
