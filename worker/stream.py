@@ -40,6 +40,7 @@ class _Rebalances(ConsumerRebalanceListener):
 
     def __init__(self) -> None:
         self.revoked: set[TopicPartition] = set()
+        self.pause_assigned: KafkaConsumer | None = None  # set while a batch waits: pause what is assigned
 
     def on_partitions_revoked(self, revoked):
         self.revoked |= set(revoked)
@@ -47,6 +48,8 @@ class _Rebalances(ConsumerRebalanceListener):
 
     def on_partitions_assigned(self, assigned):
         log.info("partitions_assigned", partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in assigned))
+        if self.pause_assigned is not None and assigned:
+            self.pause_assigned.pause(*assigned)  # before the poll that assigned them fetches anything
 
 
 class StreamWorker:
@@ -123,10 +126,16 @@ class StreamWorker:
                 if time.monotonic() >= give_up_at:
                     log.warning("batch_abandoned_at_shutdown", records=len(records))
                     break
-            if give_up_at is None:
-                self._wait_paused(consumer, delay, until_stop=True)
-            else:  # stopping: still back off, until the deadline
-                self._wait_paused(consumer, min(delay, give_up_at - time.monotonic()), until_stop=False)
+            rebalances.pause_assigned = consumer
+            try:
+                if give_up_at is None:
+                    fetched = self._wait_paused(consumer, delay, until_stop=True)
+                else:  # stopping: still back off, until the deadline
+                    fetched = self._wait_paused(consumer, min(delay, give_up_at - time.monotonic()), until_stop=False)
+            finally:
+                rebalances.pause_assigned = None
+            held = {(r.topic, r.partition, r.offset) for r in records}
+            records = records + [r for r in fetched if (r.topic, r.partition, r.offset) not in held]
             delay = min(delay * 2, self.settings.retry_max_s)
             if rebalances.revoked:
                 # Eager rebalancing revokes every partition; kafka-python keeps the read position (past this batch)
@@ -136,27 +145,30 @@ class StreamWorker:
                 records = [r for r in records if TopicPartition(r.topic, r.partition) in owned]
                 rebalances.revoked.clear()
 
-    def _wait_paused(self, consumer: KafkaConsumer, seconds: float, until_stop: bool) -> None:
+    def _wait_paused(self, consumer: KafkaConsumer, seconds: float, until_stop: bool) -> list[ConsumerRecord]:
         """Back off without leaving the group: pause fetching and keep polling (which fetches nothing); a stop
         request ends the wait when `until_stop`.
 
-        Partitions assigned by a rebalance during the wait are paused as they come; records a poll still
-        returns are read again later (their partition is sought back to the first of them), never dropped."""
+        A partition assigned by a rebalance during the wait is paused by the rebalance listener, before the
+        poll that assigns it fetches anything (paused after a fetch, kafka-python 3.0.12 was seen never to read
+        it again); records a poll returns all the same are returned, to join the held batch."""
+        fetched: list[ConsumerRecord] = []
         try:
             deadline = time.monotonic() + seconds
             while time.monotonic() < deadline and not (until_stop and self._stop.is_set()):
                 self._heartbeat()
                 consumer.pause(*consumer.assignment())
                 try:
-                    polled = consumer.poll(timeout_ms=min(500, max(1, int((deadline - time.monotonic()) * 1000))))
+                    polled = consumer.poll(timeout_ms=min(500, max(1, int((deadline - time.monotonic()) * 1000))),
+                                           max_records=self.settings.max_batch)
                 except KafkaError as exc:
                     log.warning("poll_failed", reason=repr(exc))
                     time.sleep(0.5)
                     continue
-                for tp, got in polled.items():
-                    consumer.seek(tp, min(r.offset for r in got))
+                fetched += [r for tp in sorted(polled, key=lambda t: (t.topic, t.partition)) for r in polled[tp]]
         finally:
             consumer.resume(*consumer.paused())
+        return fetched
 
     def _heartbeat(self) -> None:
         """Liveness: the loop is turning (also while it backs off from an outage, which a restart won't fix)."""

@@ -4,6 +4,8 @@ import datetime as dt
 import json
 from types import SimpleNamespace
 
+from kafka.structs import TopicPartition
+
 from worker.errors import DependencyUnavailable
 from worker.models import DeadLetter, Decision, SourceRecord, StoryEvent, StoryState
 from worker.pipeline import Result
@@ -49,7 +51,7 @@ class Consumer:
     def resume(self, *partitions):
         pass
 
-    def poll(self, timeout_ms=0):
+    def poll(self, timeout_ms=0, max_records=None):
         return {}
 
     def commit(self, offsets, timeout_ms=None):
@@ -90,3 +92,28 @@ def test_a_batch_retried_after_deciding_counts_its_articles_once_as_decided():
     worker._handle(consumer, records, SimpleNamespace(revoked=set()))
     assert len(consumer.commits) == 1 and worker.stats.retries == 1
     assert (worker.stats.articles, worker.stats.new_stories, worker.stats.redelivered) == (2, 2, 0)
+
+
+class ConsumerAssignedDuringTheWait(Consumer):
+    """A rebalance in the middle of the backoff assigns partition 1, and the poll that assigns it fetches it."""
+
+    def __init__(self, late):
+        super().__init__()
+        self.late = late
+
+    def poll(self, timeout_ms=0, max_records=None):
+        late, self.late = self.late, []
+        return {TopicPartition("in", 1): late} if late else {}
+
+
+def test_records_fetched_while_the_batch_waits_join_it_and_are_committed_with_it():
+    """kafka-python keeps the position past them: thrown away, they would never be read again."""
+    record = lambda partition, offset: SimpleNamespace(topic="in", partition=partition, offset=offset,  # noqa: E731
+                                                       value=b"{}", key=None, headers=[], timestamp=0)
+    consumer = ConsumerAssignedDuringTheWait([record(1, 19), record(1, 20)])
+    pipeline = Replaying()
+    worker = StreamWorker(Settings(retry_initial_s=0.01), pipeline=pipeline, publisher=PublisherAwayOnce())
+    worker._handle(consumer, [record(0, 5)], SimpleNamespace(revoked=set()))
+    committed, = consumer.commits
+    assert {tp.partition: meta.offset for tp, meta in committed.items()} == {0: 6, 1: 21}
+    assert pipeline.calls == 2  # the retry processed the held record and the two fetched ones
