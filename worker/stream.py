@@ -126,14 +126,11 @@ class StreamWorker:
                 if time.monotonic() >= give_up_at:
                     log.warning("batch_abandoned_at_shutdown", records=len(records))
                     break
-            rebalances.pause_assigned = consumer
-            try:
-                if give_up_at is None:
-                    fetched = self._wait_paused(consumer, delay, until_stop=True)
-                else:  # stopping: still back off, until the deadline
-                    fetched = self._wait_paused(consumer, min(delay, give_up_at - time.monotonic()), until_stop=False)
-            finally:
-                rebalances.pause_assigned = None
+            if give_up_at is None:
+                fetched = self._wait_paused(consumer, rebalances, delay, until_stop=True)
+            else:  # stopping: still back off, until the deadline
+                fetched = self._wait_paused(consumer, rebalances, min(delay, give_up_at - time.monotonic()),
+                                            until_stop=False)
             held = {(r.topic, r.partition, r.offset) for r in records}
             records = records + [r for r in fetched if (r.topic, r.partition, r.offset) not in held]
             delay = min(delay * 2, self.settings.retry_max_s)
@@ -145,7 +142,8 @@ class StreamWorker:
                 records = [r for r in records if TopicPartition(r.topic, r.partition) in owned]
                 rebalances.revoked.clear()
 
-    def _wait_paused(self, consumer: KafkaConsumer, seconds: float, until_stop: bool) -> list[ConsumerRecord]:
+    def _wait_paused(self, consumer: KafkaConsumer, rebalances: _Rebalances, seconds: float,
+                     until_stop: bool) -> list[ConsumerRecord]:
         """Back off without leaving the group: pause fetching and keep polling (which fetches nothing); a stop
         request ends the wait when `until_stop`.
 
@@ -153,6 +151,7 @@ class StreamWorker:
         poll that assigns it fetches anything (paused after a fetch, kafka-python 3.0.12 was seen never to read
         it again); records a poll returns all the same are returned, to join the held batch."""
         fetched: list[ConsumerRecord] = []
+        rebalances.pause_assigned = consumer
         try:
             deadline = time.monotonic() + seconds
             while time.monotonic() < deadline and not (until_stop and self._stop.is_set()):
@@ -167,6 +166,7 @@ class StreamWorker:
                     continue
                 fetched += [r for tp in sorted(polled, key=lambda t: (t.topic, t.partition)) for r in polled[tp]]
         finally:
+            rebalances.pause_assigned = None
             consumer.resume(*consumer.paused())
         return fetched
 
