@@ -112,7 +112,7 @@ class Pipeline:
 
     def _without_letters_published(self, results: list[Result]) -> list[Result]:
         """A message dead-lettered before (its batch retried or redelivered) is not dead-lettered again."""
-        sources = [r.dead_letter.source for r in results if r.dead_letter and r.dead_letter.source.topic is not None]
+        sources = _stream_letters(results)
         if not sources:
             return results
         with _redis_failures():
@@ -139,8 +139,7 @@ class Pipeline:
         with _redis_failures():
             self.decisions.mark_published({r.decision.id: self._record(r) for r in results
                                            if r.decision.id and not r.dead_letter and r.events})
-            self.decisions.mark_letters_published([r.dead_letter.source for r in results if r.dead_letter
-                                                   and r.dead_letter.source.topic is not None])
+            self.decisions.mark_letters_published(_stream_letters(results))
 
     def close_expired(self) -> list[StoryEvent]:
         """story_closed events for stories that left the active window, until `confirm_closed` after publish."""
@@ -373,6 +372,11 @@ def _redis_failures():
         raise DependencyUnavailable(f"Redis unavailable: {exc!r}") from exc
     except StoreConflict as exc:
         raise DependencyUnavailable(f"story state kept changing under this batch: {exc}") from exc
+
+
+def _stream_letters(results: list[Result]) -> list[SourceRecord]:
+    """Input records of the dead letters among `results` that came from a topic (batch mode has none)."""
+    return [r.dead_letter.source for r in results if r.dead_letter and r.dead_letter.source.topic is not None]
 
 
 def _where(source: SourceRecord) -> tuple:

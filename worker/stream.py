@@ -81,7 +81,7 @@ class StreamWorker:
                 self._heartbeat()
                 polled = consumer.poll(timeout_ms=self.settings.poll_timeout_ms,
                                        max_records=self.settings.max_batch)
-                records = [r for tp in sorted(polled, key=lambda t: (t.topic, t.partition)) for r in polled[tp]]
+                records = _in_order(polled)
                 if records:
                     rebalances.revoked.clear()
                     self._handle(consumer, records, rebalances)
@@ -104,7 +104,7 @@ class StreamWorker:
             started = time.monotonic()
             try:
                 results = self.pipeline.process([_incoming(r) for r in records])
-                where = [(r.topic, r.partition, r.offset) for r in records]
+                where = [_at(r) for r in records]
                 for at, result in zip(where, results):
                     if not result.redelivered:
                         decided_before.setdefault(at, result)
@@ -126,13 +126,11 @@ class StreamWorker:
                 if time.monotonic() >= give_up_at:
                     log.warning("batch_abandoned_at_shutdown", records=len(records))
                     break
-            if give_up_at is None:
-                fetched = self._wait_paused(consumer, rebalances, delay, until_stop=True)
-            else:  # stopping: still back off, until the deadline
-                fetched = self._wait_paused(consumer, rebalances, min(delay, give_up_at - time.monotonic()),
-                                            until_stop=False)
-            held = {(r.topic, r.partition, r.offset) for r in records}
-            records = records + [r for r in fetched if (r.topic, r.partition, r.offset) not in held]
+            # back off; when stopping, until the deadline (a stop request no longer cuts the wait short)
+            wait = delay if give_up_at is None else min(delay, give_up_at - time.monotonic())
+            fetched = self._wait_paused(consumer, rebalances, wait, until_stop=give_up_at is None)
+            held = {_at(r) for r in records}
+            records = records + [r for r in fetched if _at(r) not in held]
             delay = min(delay * 2, self.settings.retry_max_s)
             if rebalances.revoked:
                 # Eager rebalancing revokes every partition; kafka-python keeps the read position (past this batch)
@@ -164,7 +162,7 @@ class StreamWorker:
                     log.warning("poll_failed", reason=repr(exc))
                     time.sleep(0.5)
                     continue
-                fetched += [r for tp in sorted(polled, key=lambda t: (t.topic, t.partition)) for r in polled[tp]]
+                fetched += _in_order(polled)
         finally:
             rebalances.pause_assigned = None
             consumer.resume(*consumer.paused())
@@ -218,6 +216,15 @@ class StreamWorker:
         except KafkaError:
             current_lag = None
         log.info("stats", **self.stats.snapshot(), lag=current_lag)
+
+
+def _in_order(polled: dict) -> list[ConsumerRecord]:
+    """The records of a poll, partition by partition."""
+    return [r for tp in sorted(polled, key=lambda t: (t.topic, t.partition)) for r in polled[tp]]
+
+
+def _at(record: ConsumerRecord) -> tuple[str, int, int]:
+    return record.topic, record.partition, record.offset
 
 
 def _incoming(record: ConsumerRecord) -> Incoming:
