@@ -10,8 +10,11 @@ the active stories stay bounded while the stories ever seen keep growing. Runs S
 Two stores see the same stream: the large one all of it, the small one only its last window (the stories
 that can still be active). Both then assign the same fresh articles, batch by batch in turn, so the ratio of
 their per-article costs is what the number of stories ever seen costs. Likewise for the size of one story:
-two stores hold one long-running story (every report names a few new people and words, so its index keys
-keep growing) of 20 and of 1,000 reports, and both take the same further reports.
+three stores hold one long-running story (every report names a few new people and words, so its index keys
+keep growing) of 20, 1/4 of `--long-story` and `--long-story` reports, and all take the same further reports.
+A story's state is capped (entities, words, index keys, times, member vectors: ClusterConfig), and a story
+of 20 reports is still below the caps, so joining it is cheaper; the two larger ones are both at the caps,
+and their ratio is what growing further costs.
 
 About one report in four is a bare headline (no body and no entities: NER misses names in headlines), so the
 figures include matching the candidate stories' names against it. Each synthetic article carries a lead
@@ -128,21 +131,21 @@ def main() -> None:
     # goes on after it at the same pace.
     start, end = history[0].event_time, history[-1].event_time
     long_story = one_long_story(args.long_story + 200, start, (end - start) / args.long_story)
-    short_run = StoryStore(client, "bench-" + uuid.uuid4().hex, None, window_seconds=window)
-    long_run = StoryStore(client, "bench-" + uuid.uuid4().hex, None, window_seconds=window)
+    sizes = (20, args.long_story // 4, args.long_story)
+    runs = [StoryStore(client, "bench-" + uuid.uuid4().hex, None, window_seconds=window) for _ in sizes]
     try:
         fill = timed(large, history, args.batch)
         timed(small, recent, args.batch)
         seen = (stories(small), stories(large))
         active = [client.zcount(s._key("active"), fresh[0].event_time - window, "+inf") for s in (small, large)]
         (cost_small, cost_large), _ = probe([small, large], fresh, args.batch)
-        for store, reports in ((short_run, long_story[args.long_story - 20:args.long_story]),
-                               (long_run, long_story[:args.long_story])):
+        for store, size in zip(runs, sizes):  # the latest `size` reports before the further ones
+            reports = long_story[args.long_story - size:args.long_story]
             timed(store, sorted(history + reports, key=lambda i: i.event_time), args.batch)
         further = long_story[args.long_story:]
-        (cost_short, cost_long), joined = probe([short_run, long_run], further, args.batch)
+        costs, joined = probe(runs, further, args.batch)
     finally:
-        for store in (large, small, short_run, long_run):
+        for store in (large, small, *runs):
             store.drop()
     print(f"clustering stage: {len(history) / fill:.0f} articles/s ({len(history)} articles, batch {args.batch})")
     print(f"probe of {len(fresh)} fresh articles, alternated batch by batch: "
@@ -150,9 +153,10 @@ def main() -> None:
           f"{1000 * cost_large / len(fresh):.2f} ms/article with {seen[1]} ({active[1]} active), "
           f"ratio {cost_large / cost_small:.2f}x")
     print(f"joining a long-running story, {len(further)} further reports alternated batch by batch: "
-          f"{1000 * cost_short / len(further):.2f} ms/article when it holds 20 reports, "
-          f"{1000 * cost_long / len(further):.2f} ms/article when it holds {args.long_story} "
-          f"({joined[0]} / {joined[1]} of them joined a story), ratio {cost_long / cost_short:.2f}x")
+          + ", ".join(f"{1000 * cost / len(further):.2f} ms/article when it holds {size} reports"
+                      for cost, size in zip(costs, sizes))
+          + f" ({' / '.join(map(str, joined))} of them joined a story); ratio {sizes[2]} to {sizes[1]} reports "
+          f"{costs[2] / costs[1]:.2f}x (both at the state caps), {sizes[2]} to {sizes[0]} {costs[2] / costs[0]:.2f}x")
     if args.model:
         from worker.core.embedding import Embedder
         embedder = Embedder()
