@@ -77,6 +77,15 @@ class DiskMemo:
             self.dirty = False
 
 
+def measuring_setup(cache: str) -> tuple[Settings, object, DiskMemo, DiskMemo]:
+    """Settings, a Redis client (REDIS_URL) and the disk-memoised NER and lead embedder in `cache`."""
+    from worker.cli import _redis
+
+    settings = Settings()
+    return (settings, _redis(settings), DiskMemo(Path(cache) / "entities.pkl", lambda: EntityExtractor().extract),
+            DiskMemo(Path(cache) / "embeddings.pkl", lambda: Embedder().embed))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sets", nargs="*", choices=sorted(SETS), default=list(SETS))
@@ -89,12 +98,7 @@ def main() -> int:
     sys.path.insert(0, str(SHARED / "tools"))
     from score import read_jsonl, score_stories
 
-    from worker.cli import _redis
-
-    settings = Settings()
-    client = _redis(settings)
-    entities = DiskMemo(Path(a.cache) / "entities.pkl", lambda: EntityExtractor().extract)
-    embeddings = DiskMemo(Path(a.cache) / "embeddings.pkl", lambda: Embedder().embed)
+    settings, client, entities, embeddings = measuring_setup(a.cache)
     extractor, embedder = SimpleNamespace(extract=entities), SimpleNamespace(embed=embeddings)
     work = Path(tempfile.mkdtemp(prefix="ablate-"))
     print(f"{'set':26} {'variant':14} {'bc_P':>6} {'bc_R':>6} {'bc_F1':>6} {'pw_P':>6} {'pw_R':>6} {'pw_F1':>6} "

@@ -27,11 +27,8 @@ from types import SimpleNamespace
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.ablate_cluster import SETS, SHARED, DiskMemo  # noqa: E402
+from bench.ablate_cluster import SETS, SHARED, measuring_setup  # noqa: E402
 from worker.batch import run_batch  # noqa: E402
-from worker.core.embedding import Embedder  # noqa: E402
-from worker.core.entities import EntityExtractor  # noqa: E402
-from worker.settings import Settings  # noqa: E402
 
 STORY_SETS = [s for s in SETS if s != "seeds"]
 
@@ -74,12 +71,7 @@ def main() -> int:
     sys.path.insert(0, str(SHARED / "tools"))
     from score import read_jsonl
 
-    from worker.cli import _redis
-
-    settings = Settings()
-    client = _redis(settings)
-    entities = DiskMemo(Path(a.cache) / "entities.pkl", lambda: EntityExtractor().extract)
-    embeddings = DiskMemo(Path(a.cache) / "embeddings.pkl", lambda: Embedder().embed)
+    settings, client, entities, embeddings = measuring_setup(a.cache)
     work = Path(tempfile.mkdtemp(prefix="join-errors-"))
     rows_of = {}
     for set_name in a.sets:
