@@ -105,14 +105,14 @@ class Articles:
                         w[j] = self.vocab[int(rng.integers(len(self.vocab)))]
                     text = " ".join(w)
                 out.append(DedupInput(f"{self.prefix}c{i}", f"https://copy{i % 50}.example/{self.prefix}{i}",
-                                      src.title, text, "copy", t))
+                                      src.title, text, t))
                 continue
             site = int(rng.integers(self.sites))
             body = self._text(int(rng.integers(words[0], words[1] + 1)))
             if rng.random() < 0.33:
                 body += " " + self.footers[site]
             art = DedupInput(f"{self.prefix}a{i}", f"https://site{site}.example/{self.prefix}{i}",
-                             " ".join(body.split(" ", 9)[:8]), body, f"site{site}", t)
+                             " ".join(body.split(" ", 9)[:8]), body, t)
             self.recent.append(art)
             if len(self.recent) > 2000:
                 self.recent = self.recent[-1000:]

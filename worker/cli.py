@@ -127,7 +127,7 @@ def produce(input_path: Path, key_field: str) -> None:
 @click.option("--max-age", default=60.0, show_default=True, help="Seconds since the loop last turned.")
 def check(max_age: float) -> None:
     """Liveness probe: exit 1 when the worker loop has not turned for --max-age seconds."""
-    path = Settings().heartbeat_file
+    path = _settings().heartbeat_file
     try:
         age = time.time() - os.path.getmtime(path)
     except OSError:

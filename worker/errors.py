@@ -6,8 +6,6 @@ from __future__ import annotations
 class WorkerError(Exception):
     """Root of the worker's own errors."""
 
-    retriable = False
-
 
 class InvalidMessage(WorkerError):
     """Input that can never be processed (not UTF-8, not JSON, schema violation, too large)."""
@@ -20,5 +18,3 @@ class InvalidMessage(WorkerError):
 
 class DependencyUnavailable(WorkerError):
     """Kafka or Redis did not answer or refused the work; retry the whole batch later."""
-
-    retriable = True

@@ -1,7 +1,8 @@
 """Message contracts: the one source of truth for what goes in and out of the worker.
 
 The JSON Schemas in `schemas/` are generated from these models (`story-worker schemas --write`); a test fails
-when the two drift. Bump the version in a schema's `$id` when a change breaks consumers.
+when the two drift. Bump a schema's version (the `*_SCHEMA_VERSION` constant in its `$id` and file name) when a
+change breaks consumers.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 ARTICLE_SCHEMA_VERSION = 1
 STORY_EVENT_SCHEMA_VERSION = 1
 DEAD_LETTER_SCHEMA_VERSION = 1
+DECISION_SCHEMA_VERSION = 1
 
 _EARLIEST = dt.datetime(1990, 1, 1, tzinfo=dt.timezone.utc)
 _FUTURE_SLACK = dt.timedelta(days=2)
@@ -183,6 +185,8 @@ class DeadLetter(BaseModel):
 class Decision(BaseModel):
     """One batch-mode output line per input line (what ../shared/tools/score.py reads)."""
 
+    model_config = ConfigDict(json_schema_extra={"$id": f"story-worker/decision.v{DECISION_SCHEMA_VERSION}.json"})
+
     id: str | None
     story_id: str | None = None
     duplicate_of: str | None = None
@@ -198,5 +202,5 @@ SCHEMAS: dict[str, type[BaseModel]] = {
     f"article.v{ARTICLE_SCHEMA_VERSION}.json": Article,
     f"story_event.v{STORY_EVENT_SCHEMA_VERSION}.json": StoryEvent,
     f"dead_letter.v{DEAD_LETTER_SCHEMA_VERSION}.json": DeadLetter,
-    "decision.v1.json": Decision,
+    f"decision.v{DECISION_SCHEMA_VERSION}.json": Decision,
 }

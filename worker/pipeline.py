@@ -240,7 +240,7 @@ class Pipeline:
     def deduplicate(self, items: list[_Item]) -> None:
         outcomes = self.dedup.check_and_insert([
             DedupInput(article_id=it.article_id, canonical_url=it.url, title=it.article.title,
-                       text=it.article.text or "", source=it.article.source, event_time=it.event_time)
+                       text=it.article.text or "", event_time=it.event_time)
             for it in items])
         for it, outcome in zip(items, outcomes):
             it.dedup = outcome

@@ -9,7 +9,8 @@ import redis
 from worker.adapters import dedup_index
 from worker.adapters.dedup_index import DedupIndex
 from worker.core.dedup import DedupInput, decide
-from worker.core.fingerprint import fingerprint, shingle_hashes
+from tests.fingerprint_reference import shingle_hashes
+from worker.core.fingerprint import fingerprint
 from worker.core.normalize import normalize_text, words
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -42,7 +43,7 @@ def index(client):
 
 
 def art(article_id, text, url, title="Local news", t=T0):
-    return DedupInput(article_id, url, title, text, "outlet", t)
+    return DedupInput(article_id, url, title, text, t)
 
 
 def test_kinds_and_updates(index):

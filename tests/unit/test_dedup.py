@@ -27,7 +27,7 @@ WINDOW = 7 * 86400
 
 
 def item(article_id, text, title="Fire at Ashby grain warehouse", url="https://ashby-news.example/fire", t=T0):
-    return DedupInput(article_id, url, title, text, "outlet", t)
+    return DedupInput(article_id, url, title, text, t)
 
 
 def indexed(inp: DedupInput) -> IndexedArticle:

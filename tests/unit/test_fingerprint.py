@@ -1,8 +1,8 @@
 """Fingerprints: exact keys, containment-friendly sampling, headline support."""
 import random
 
-from worker.core.fingerprint import (SKETCH_SIZE, choose_anchors, fingerprint, fingerprints, overlap, sample,
-                                     shingle_hashes, title_relatedness, trailing_zeros)
+from tests.fingerprint_reference import choose_anchors, content_text, sample, shingle_hashes, trailing_zeros
+from worker.core.fingerprint import SKETCH_SIZE, fingerprint, fingerprints, overlap, title_relatedness
 from worker.core.normalize import normalize_text, words
 
 STORY = (
@@ -82,7 +82,6 @@ def test_title_relatedness():
 
 
 def test_vectorised_words_are_the_normalised_words():
-    from worker.core.fingerprint import content_text
     from worker.core.normalize import normalize_text
     samples = [STORY, "", "a", "a.b", "'x'", "--a--b--", "A\u2010B \u01c4 stra\u00dfe \ufb01ne", "x&amp;amp;y",
                "e\u0301t\u00e9", "a\u200bb", "\x00a\x7fb", "\u216b \u00bd \u00b9", "don\u2019t stop\u2014now",

@@ -291,9 +291,6 @@ end
 return {1}
 """
 
-_OPS = {"a": 0, "u": 1, "c": 2, "x": 3}
-
-
 class DedupIndex:
     """Decides duplicates for batches of articles against a Redis index shared by all worker replicas."""
 

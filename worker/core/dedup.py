@@ -35,7 +35,6 @@ class DedupInput:
     canonical_url: str
     title: str
     text: str
-    source: str
     event_time: float
 
 

