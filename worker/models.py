@@ -172,10 +172,16 @@ class DeadLetter(BaseModel):
     def build(cls, value: bytes, *, error_class: str, reason: str, source: SourceRecord, worker_version: str,
               max_bytes: int) -> "DeadLetter":
         """The whole original when the dead letter stays within `max_bytes` of JSON (what the dead-letter topic
-        accepts), else as much of its head as fits, with its full length and SHA-256."""
+        accepts), else as much of its head as fits, with its full length and SHA-256. Should the original's key
+        and headers alone overflow it, they are left out (the reason says so): a letter the broker refuses would
+        stall its batch."""
         letter = cls(error_class=error_class, reason=reason[:2000], source=source, value_b64="",
                      value_length=len(value), value_sha256=hashlib.sha256(value).hexdigest(), value_truncated=False,
                      worker_version=worker_version, failed_at=dt.datetime.now(dt.timezone.utc))
+        if len(letter.model_dump_json()) > max_bytes and (source.headers or source.key_b64):
+            letter = letter.model_copy(update={
+                "source": source.model_copy(update={"headers": [], "key_b64": None}),
+                "reason": f"{letter.reason} [key and headers of the original left out: too large]"})
         room = max_bytes - len(letter.model_dump_json())       # for the base64 of the kept bytes
         kept = value[:max(0, room) // 4 * 3]
         return letter.model_copy(update={"value_b64": base64.b64encode(kept).decode("ascii"),

@@ -380,7 +380,7 @@ def _stream_letters(results: list[Result]) -> list[SourceRecord]:
 
 
 def _where(source: SourceRecord) -> tuple:
-    return source.topic, source.partition, source.offset
+    return source.topic, source.partition, source.offset, source.timestamp
 
 
 def _guess_id(value: bytes | None) -> str | None:

@@ -79,8 +79,13 @@ class StreamWorker:
         try:
             while not self._stop.is_set():
                 self._heartbeat()
-                polled = consumer.poll(timeout_ms=self.settings.poll_timeout_ms,
-                                       max_records=self.settings.max_batch)
+                try:
+                    polled = consumer.poll(timeout_ms=self.settings.poll_timeout_ms,
+                                           max_records=self.settings.max_batch)
+                except KafkaError as exc:  # nothing read, nothing committed: try again, do not exit
+                    log.warning("poll_failed", reason=repr(exc))
+                    self._stop.wait(self.settings.retry_initial_s)
+                    continue
                 records = _in_order(polled)
                 if records:
                     rebalances.revoked.clear()
@@ -186,10 +191,20 @@ class StreamWorker:
             yield s.output_topic, event.story_id.encode(), event.model_dump_json().encode()
 
     def _commit(self, consumer: KafkaConsumer, records: list[ConsumerRecord]) -> None:
+        """Commit past the batch, for the partitions this member owns now: a partition that moved during a
+        retry is its new owner's to commit (committing it here could move its offset back)."""
         offsets: dict[TopicPartition, int] = defaultdict(int)
         for r in records:
             tp = TopicPartition(r.topic, r.partition)
             offsets[tp] = max(offsets[tp], r.offset + 1)
+        owned = consumer.assignment()
+        moved = [tp for tp in offsets if tp not in owned]
+        if moved:
+            log.warning("commit_skipped_moved_partitions", partitions=[f"{tp.topic}-{tp.partition}" for tp in moved])
+            for tp in moved:
+                del offsets[tp]
+        if not offsets:
+            return
         try:
             # Bounded (a KafkaTimeoutError retries the batch): unbounded, an outage would stall the loop here.
             consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()},

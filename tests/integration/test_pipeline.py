@@ -152,3 +152,5 @@ def test_a_dead_letter_is_offered_until_acknowledged_then_never_again(pipeline):
     assert third[0].dead_letter is None and third[0].redelivered and third[0].decision.error.startswith("not_json")
     other_offset = Incoming(value=b"{not json", source=SourceRecord(topic="t", partition=0, offset=9, timestamp=None))
     assert pipeline.process([other_offset])[0].dead_letter is not None  # another record with the same bytes
+    recreated = Incoming(value=b"{not json", source=SourceRecord(topic="t", partition=0, offset=0, timestamp=17))
+    assert pipeline.process([recreated])[0].dead_letter is not None  # the same offset of a topic created anew

@@ -36,6 +36,16 @@ def test_dead_letter_keeps_what_fits_its_size_with_length_and_hash_of_the_origin
     assert json.loads(encoded)["source"]["offset"] == 2
 
 
+def test_a_dead_letter_leaves_out_key_and_headers_that_alone_would_overflow_it():
+    src = SourceRecord(topic="t", partition=1, offset=2, timestamp=3, key_b64="a2V5",
+                       headers=[("trace", "eHl6" * 5000)])
+    letter = DeadLetter.build(b"{oops", error_class="not_json", reason="bad", source=src, worker_version="x",
+                              max_bytes=8192)
+    assert len(letter.model_dump_json().encode()) <= 8192
+    assert letter.source.headers == [] and letter.source.key_b64 is None and "left out" in letter.reason
+    assert base64.b64decode(letter.value_b64) == b"{oops" and letter.source.offset == 2
+
+
 def test_settings_redact_secrets(monkeypatch):
     monkeypatch.setenv("REDIS_URL", "redis://user:s3cr3t-pw@redis:6379/0")
     monkeypatch.setenv("SW_KAFKA_SASL_PASSWORD", "kafka-s3cr3t")

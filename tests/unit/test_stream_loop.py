@@ -36,11 +36,12 @@ def test_a_batch_publishes_each_story_s_events_in_version_order():
 
 
 class Consumer:
-    def __init__(self):
+    def __init__(self, owned=(0, 1)):
         self.commits = []
+        self.owned = {TopicPartition("in", p) for p in owned}
 
     def assignment(self):
-        return set()
+        return set(self.owned)
 
     def paused(self):
         return set()
@@ -117,3 +118,14 @@ def test_records_fetched_while_the_batch_waits_join_it_and_are_committed_with_it
     committed, = consumer.commits
     assert {tp.partition: meta.offset for tp, meta in committed.items()} == {0: 6, 1: 21}
     assert pipeline.calls == 2  # the retry processed the held record and the two fetched ones
+
+
+def test_a_partition_that_moved_during_the_retry_is_left_to_its_new_owner_to_commit():
+    """Its new owner may have committed further; committing here could move that offset back."""
+    records = [SimpleNamespace(topic="in", partition=p, offset=7, value=b"{}", key=None, headers=[], timestamp=0)
+               for p in (0, 1)]
+    consumer = Consumer(owned=(0,))  # the join that moved partition 1 completed after the batch was filtered
+    worker = StreamWorker(Settings(retry_initial_s=0.01), pipeline=Replaying(), publisher=PublisherAwayOnce())
+    worker._handle(consumer, records, SimpleNamespace(revoked=set()))
+    committed, = consumer.commits
+    assert {tp.partition: meta.offset for tp, meta in committed.items()} == {0: 8}

@@ -1,8 +1,9 @@
 """Per-article decision records in Redis: what makes a redelivered message give the same answer.
 
 Key `sw:<namespace>:dec:<article id>` holds the article's decision and the story events it caused, as JSON,
-plus whether those events were acknowledged by the broker; `sw:<namespace>:dlq:<topic>:<partition>:<offset>`
-marks an input record whose dead letter was acknowledged. Single-key operations only (Redis Cluster safe).
+plus whether those events were acknowledged by the broker; `sw:<namespace>:dlq:<topic>:<partition>:<offset>:
+<timestamp>` marks an input record whose dead letter was acknowledged (the broker timestamp tells a record
+apart from one at the same offset of a topic deleted and created again). Single-key operations only (Redis Cluster safe).
 """
 from __future__ import annotations
 
@@ -50,11 +51,11 @@ class DecisionLog:
         self.save({a: {**r, "published": True} for a, r in records.items()})
 
     def letters_published(self, sources: Sequence[SourceRecord]) -> set[tuple]:
-        """(topic, partition, offset) of the given input records whose dead letter was acknowledged."""
+        """(topic, partition, offset, timestamp) of the given input records whose dead letter was acknowledged."""
         pipe = self._r.pipeline(transaction=False)
         for source in sources:
             pipe.exists(self._letter_key(source))
-        return {(s.topic, s.partition, s.offset) for s, found in zip(sources, pipe.execute()) if found}
+        return {(s.topic, s.partition, s.offset, s.timestamp) for s, found in zip(sources, pipe.execute()) if found}
 
     def mark_letters_published(self, sources: Sequence[SourceRecord]) -> None:
         if not sources:
@@ -65,7 +66,7 @@ class DecisionLog:
         pipe.execute()
 
     def _letter_key(self, source: SourceRecord) -> str:
-        return f"{self._letters}{source.topic}:{source.partition}:{source.offset}"
+        return f"{self._letters}{source.topic}:{source.partition}:{source.offset}:{source.timestamp}"
 
     def drop(self) -> None:
         """Delete every record of the namespace (batch mode cleans up after itself)."""
