@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import math
 import time
 from dataclasses import dataclass, field, replace
 
@@ -289,26 +290,37 @@ class Pipeline:
         return out
 
     def cluster(self, items: list[_Item]) -> None:
-        """New articles and updates in order (runs of new articles assigned together: an update changes what
-        the next articles are scored against), then duplicates (which change nothing a decision reads)."""
-        run: list[_Item] = []
+        """In input order, as if the articles came one by one: runs of new articles are assigned together, and
+        the duplicates before an update are added before it (an update changes what the next articles are
+        scored against, and may update a copy, whose record it then needs); the other duplicates go last, and
+        the one thing of theirs scoring reads, the clock, counts in the new articles after them all the same."""
+        run: list[tuple[_Item, float]] = []  # with the largest event time of the copies before it
+        copies: list[_Item] = []
+        copied_until = -math.inf
         for it in items:
             if it.dedup.update_of:
                 self._assign(run)
-                run = []
+                self._add_copies(copies)
+                run, copies = [], []
                 self._existing(it, lambda it=it: self.stories.update_article(self._cluster_input(it),
                                                                              it.dedup.update_of))
-            elif not it.dedup.duplicate_of:
-                run.append(it)
+            elif it.dedup.duplicate_of:
+                copies.append(it)
+                copied_until = max(copied_until, it.event_time)
+            else:
+                run.append((it, copied_until))
         self._assign(run)
-        for it in items:
-            if it.dedup.duplicate_of:
-                self._existing(it, lambda it=it: self.stories.add_duplicate(
-                    it.article_id, it.dedup.duplicate_of, it.article.source, it.event_time))
+        self._add_copies(copies)
 
-    def _assign(self, run: list[_Item]) -> None:
+    def _add_copies(self, copies: list[_Item]) -> None:
+        for it in copies:
+            self._existing(it, lambda it=it: self.stories.add_duplicate(
+                it.article_id, it.dedup.duplicate_of, it.article.source, it.event_time))
+
+    def _assign(self, run: list[tuple[_Item, float]]) -> None:
         if run:
-            for it, change in zip(run, self.stories.assign([self._cluster_input(it) for it in run])):
+            changes = self.stories.assign([self._cluster_input(it) for it, _ in run], [t for _, t in run])
+            for (it, _), change in zip(run, changes):
                 it.change = change
 
     def _existing(self, it: _Item, change) -> None:

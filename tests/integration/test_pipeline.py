@@ -1,6 +1,7 @@
 """The pipeline on a real Redis, with a stand-in NER model (the model itself is tested in test_entities)."""
 from __future__ import annotations
 
+import datetime as dt
 import json
 import uuid
 
@@ -118,7 +119,8 @@ def test_an_update_waits_for_its_original_while_another_replica_decides_it(redis
 
 
 def test_batch_decisions_do_not_depend_on_how_the_input_is_cut(redis_client, tmp_path):
-    """New reports, copies and an update that changes what a later report is scored against."""
+    """New reports, copies, an update that changes what a later report is scored against, and an update of a
+    copy (same URL as the copy, new content), which must find the copy's record whichever batch holds it."""
     from worker.batch import run_batch
 
     first = article(1, title="Lisbon ferry timetable changes")
@@ -127,7 +129,9 @@ def test_batch_decisions_do_not_depend_on_how_the_input_is_cut(redis_client, tmp
              "text": "Porto harbour authority corrects its ferry timetable for the summer. " * 3},
             {**article(3), "title": "Porto ferry timetable corrected",
              "text": "The Porto harbour authority corrected the ferry timetable again on Friday. " * 3},
-            article(4), {**article(2), "id": "copy2", "url": "https://copies.example/2", "source": "copier"}]
+            article(4), {**article(2), "id": "copy2", "url": "https://copies.example/2", "source": "copier"},
+            {**first, "id": "copy-v2", "url": "https://copies.example/1", "source": "copier",
+             "text": first["text"] + "The copier added a paragraph of its own on the ferry fares."}]
     src = tmp_path / "in.jsonl"
     src.write_text("".join(json.dumps(d) + "\n" for d in docs))
     outs = {}
@@ -138,6 +142,7 @@ def test_batch_decisions_do_not_depend_on_how_the_input_is_cut(redis_client, tmp
     assert outs[1] == outs[3] == outs[64]
     decided = {d["id"]: d for d in outs[1]}
     assert decided["a1-v2"]["update_of"] == "a1" and decided["copy"]["duplicate_of"] == "a1"
+    assert decided["copy-v2"]["update_of"] == "copy" and decided["copy-v2"]["story_id"] == decided["copy"]["story_id"]
 
 
 def test_a_dead_letter_is_offered_until_acknowledged_then_never_again(pipeline):
@@ -154,3 +159,28 @@ def test_a_dead_letter_is_offered_until_acknowledged_then_never_again(pipeline):
     assert pipeline.process([other_offset])[0].dead_letter is not None  # another record with the same bytes
     recreated = Incoming(value=b"{not json", source=SourceRecord(topic="t", partition=0, offset=0, timestamp=17))
     assert pipeline.process([recreated])[0].dead_letter is not None  # the same offset of a topic created anew
+
+
+def test_a_copy_s_event_time_moves_the_clock_for_the_reports_after_it_whatever_the_batch_cut(redis_client, tmp_path):
+    """The copy comes last within its batch, yet the active window of the report after it ends where the
+    copy's time put the clock, as it does when the report comes in a later batch."""
+    from worker.batch import run_batch
+
+    day = lambda n: (dt.datetime(2026, 1, 1, 8, tzinfo=dt.timezone.utc) + dt.timedelta(days=n)).isoformat()  # noqa: E731
+    first = article(1, published_at=day(16))
+    other = article(2, published_at=day(255), title="Quarry blast shakes Millbrook",
+                    text="A blast at the Millbrook quarry broke windows in twelve houses on Elm Row. " * 3)
+    docs = [first, other, {**other, "id": "copy", "url": "https://copies.example/2", "published_at": day(261)},
+            {**article(3), "title": first["title"], "published_at": day(17),
+             "text": "The harbour authority of town 1 changed its ferry timetable again after complaints. " * 3}]
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(d) + "\n" for d in docs))
+    outs = {}
+    for chunk in (1, 64):
+        out = tmp_path / f"out{chunk}.jsonl"
+        run_batch(Settings(), redis_client, src, out, chunk=chunk, extractor=FakeExtractor())
+        outs[chunk] = [json.loads(line) for line in out.read_text().splitlines()]
+    assert outs[1] == outs[64]
+    decided = {d["id"]: d for d in outs[1]}
+    assert decided["copy"]["duplicate_of"] == "a2"
+    assert decided["a3"]["story_id"] != decided["a1"]["story_id"]  # a1's story left the window at day 261 - 240

@@ -139,11 +139,15 @@ class StoryStore:
         if self.config.embed_weight > 0 and self._embedder is None:
             self._embedder = _load_embedder()
 
-    def assign(self, items: Sequence[ClusterInput]) -> list[StoryChange]:
-        """Each new article, in order, joins the most similar active story or starts one."""
+    def assign(self, items: Sequence[ClusterInput], seen_before: Sequence[float] | None = None) -> list[StoryChange]:
+        """Each new article, in order, joins the most similar active story or starts one.
+
+        `seen_before[i]`: the largest event time of the input before `items[i]` that is recorded after it (the
+        copies of its batch); it counts in that article's "now", as the clock would hold it had they come first."""
         items = self._with_embeddings(items)
+        floors = {i.article_id: t for i, t in zip(items, seen_before or ())}
         for _ in range(_MAX_ATTEMPTS):
-            result = self._try_assign(items)
+            result = self._try_assign(items, floors)
             if result is not None:
                 return result
         raise StoreConflict(f"assign: {len(items)} articles kept conflicting after {_MAX_ATTEMPTS} attempts")
@@ -238,23 +242,25 @@ class StoryStore:
         return items
 
     # ---- assignment ----------------------------------------------------------------------------------------
-    def _try_assign(self, items: Sequence[ClusterInput]) -> list[StoryChange] | None:
+    def _try_assign(self, items: Sequence[ClusterInput], floors: dict[str, float]) -> list[StoryChange] | None:
         records = self.redis.mget([self._article_key(i.article_id) for i in items]) if items else []
         done = {i.article_id: json.loads(r) for i, r in zip(items, records) if r}
         fresh = [i for i in items if i.article_id not in done]
         if not fresh:
             return [StoryChange.from_dict(done[i.article_id]["change"]) for i in items]
         features = {i.article_id: cluster.article_features(i, self.config) for i in fresh}
-        snapshot = self._read_snapshot(fresh, features)
+        snapshot = self._read_snapshot(fresh, features, floors)
         for item in fresh:
             if item.article_id not in snapshot.changes:
+                snapshot.now = max(snapshot.now, floors.get(item.article_id, -math.inf))
                 snapshot.changes[item.article_id] = self._assign_one(item, features[item.article_id], snapshot)
         if not self._run(*self._assign_plan(snapshot)):
             return None
         records = {**done, **snapshot.changes}
         return [StoryChange.from_dict(records[i.article_id]["change"]) for i in items]
 
-    def _read_snapshot(self, fresh: Sequence[ClusterInput], features: dict[str, ArticleFeatures]) -> _Snapshot:
+    def _read_snapshot(self, fresh: Sequence[ClusterInput], features: dict[str, ArticleFeatures],
+                       floors: dict[str, float]) -> _Snapshot:
         """Round trip 1: clock; 2: frequencies of the generations the articles fall in; 3 (atomic): postings
         with their versions."""
         pipe = self.redis.pipeline(transaction=False)
@@ -265,7 +271,7 @@ class StoryStore:
         emb = rest.pop(0) if self.config.embed_weight > 0 else {}
         now, generations = float(clock) if clock else float("-inf"), set()
         for item in fresh:  # each article reads the generation of its "now" and the one before
-            now = max(now, item.event_time)
+            now = max(now, item.event_time, floors.get(item.article_id, -math.inf))
             generations |= {self._generation(now) - 1, self._generation(now)}
         fields = sorted({k for f in features.values() for k in cluster.df_keys(f)}) + [_DOCS]
         snapshot = _Snapshot(now=float(clock) if clock else float("-inf"),
