@@ -132,8 +132,22 @@ class Pipeline:
             letter = DeadLetter.build(msg.value or b"", error_class="processing", reason=f"processing failed: {exc!r}",
                                       source=msg.source, worker_version=__version__,
                                       max_bytes=self.settings.dead_letter_max_bytes)
-            return [Result(decision=Decision(id=_guess_id(msg.value), error=f"processing: {exc!r}"),
-                           dead_letter=letter)]
+            decision = Decision(id=_guess_id(msg.value), error=f"processing: {exc!r}")
+            self._record_poison(msg, decision)
+            return [Result(decision=decision, dead_letter=letter)]
+
+    def _record_poison(self, msg: Incoming, decision: Decision) -> None:
+        """A valid article that made processing fail may already hold its dedup claim: its copies and updates
+        would wait for its decision (`_originals`) each time. Its record, marked dead-lettered, tells them it
+        will never come (they go on without it); a redelivery of the article itself ignores it."""
+        try:
+            article = parse_article(msg.value, max_bytes=self.settings.max_message_bytes,
+                                    max_text_chars=self.settings.max_text_chars)
+        except InvalidMessage:
+            return
+        with _redis_failures():
+            self.decisions.save({_article_id(article): {**self._record(Result(decision=decision)),
+                                                        "dead_lettered": True}})
 
     def confirm_published(self, results: list[Result]) -> None:
         """Record that the batch's events and dead letters are acknowledged, so a redelivery emits nothing new."""
@@ -201,8 +215,7 @@ class Pipeline:
                 continue
             url = canonical_url(article.url)
             event_time = self._event_time(article, msg, now)
-            items.append(_Item(index, article, article.id or article_id_for(article.url, article.text), url,
-                               event_time))
+            items.append(_Item(index, article, _article_id(article), url, event_time))
         return items
 
     def _event_time(self, article: Article, msg: Incoming, now: dt.datetime) -> float:
@@ -227,7 +240,7 @@ class Pipeline:
         first: dict[str, _Item] = {}
         for it in items:
             record = stored.get(it.article_id)
-            if record is not None:
+            if record is not None and not record.get("dead_lettered"):
                 events = [] if record.get("published") else [StoryEvent.model_validate(e) for e in record["events"]]
                 results[it.index] = Result(decision=Decision.model_validate(record["decision"]), events=events,
                                            redelivered=True)
@@ -280,6 +293,8 @@ class Pipeline:
         for a in wanted - out.keys():
             if a in stored:
                 self._pending_since.pop(a, None)
+                if stored[a].get("dead_lettered"):
+                    log.warning("original_dead_lettered", original=a)
                 out[a] = [Entity(**e) for e in stored[a]["decision"]["entities"]]
             elif now - self._pending_since.setdefault(a, now) < self.settings.original_wait_s:
                 raise OriginalPending(f"original {a} of a duplicate or update is not decided yet")
@@ -393,6 +408,10 @@ def _stream_letters(results: list[Result]) -> list[SourceRecord]:
 
 def _where(source: SourceRecord) -> tuple:
     return source.topic, source.partition, source.offset, source.timestamp
+
+
+def _article_id(article: Article) -> str:
+    return article.id or article_id_for(article.url, article.text)
 
 
 def _guess_id(value: bytes | None) -> str | None:

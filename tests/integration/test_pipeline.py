@@ -58,6 +58,17 @@ def test_poison_message_is_dead_lettered_and_the_rest_decided(pipeline):
     assert results[0].decision.story_id and results[2].decision.story_id
 
 
+def test_the_copies_of_a_poison_article_do_not_wait_for_it(pipeline):
+    """It holds its dedup claim but will never have a decision: its copies go on without it, at once."""
+    poison = article(2, title="POISON headline")
+    assert pipeline.process(incoming([poison]))[0].dead_letter is not None
+    copy = {**poison, "id": "copy", "url": "https://other.example/2"}
+    decided = pipeline.process(incoming([copy]))[0]
+    assert decided.dead_letter is None and decided.decision.duplicate_of == "a2" and decided.decision.story_id
+    again = pipeline.process(incoming([poison]))[0]  # redelivered, it is dead-lettered again, not replayed
+    assert again.dead_letter is not None and not again.redelivered
+
+
 def test_same_id_twice_in_a_batch_decides_once(pipeline):
     results = pipeline.process(incoming([article(1), article(1)]))
     assert results[0].decision == results[1].decision
