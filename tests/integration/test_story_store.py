@@ -79,6 +79,26 @@ def test_decisions_do_not_depend_on_the_batch_cut(client):
     assert results[0] == results[1] == results[2]
 
 
+def test_the_candidate_index_does_not_depend_on_the_batch_cut(client):
+    """A story that outgrows the keys it is re-filed under keeps, in a key it is no longer re-filed under, the
+    time it was filed there, whichever batch the later reports came in (so later batches read the same index)."""
+    items = [report(f"a{n}", day=0.1 * n, names=(("Harbin", "GPE"), ("Li Qiang", "PERSON"), (f"Witness{n}", "PERSON"),
+                                                 (f"Depot{n}", "FAC"), (f"Brigade{n}", "ORG"))) for n in range(16)]
+    indexes = []
+    for cut in (1, len(items)):
+        store = StoryStore(client, "test-" + uuid.uuid4().hex, None, WINDOW)
+        try:
+            changes = [c for i in range(0, len(items), cut) for c in store.assign(items[i:i + cut])]
+            assert len({c.story_id for c in changes}) == 1
+            prefix = f"sw:{{{store.namespace}}}:idx:"
+            indexes.append({key.decode()[len(prefix):]: client.zrange(key, 0, -1, withscores=True)
+                            for key in client.scan_iter(match=prefix + "*")})
+        finally:
+            store.drop()
+    assert len(indexes[0]) > 32  # more keys than a join re-files the story under
+    assert indexes[0] == indexes[1]
+
+
 def test_duplicate_counts_copy_and_source_not_article(store):
     created, = store.assign([report("a1")])
     dup = store.add_duplicate("d1", duplicate_of="a1", source="copier", event_time=T0 + 3600)
@@ -137,6 +157,27 @@ def test_close_expired_closes_once_and_offers_the_event_until_confirmed(store):
     assert queued and store.close_expired() == [] and store.redis.zcard(store._key("closing")) == 0
     late, = store.assign([report("a2", day=40.1)])
     assert late.story_id != old.story_id  # a closed story takes no new articles
+
+
+def test_a_report_decided_on_a_clock_read_before_another_replica_closed_the_story_does_not_join_it(store):
+    """Closing is final: the replica still sees the story as active, and must leave it alone all the same."""
+    old, = store.assign([report("a1")])
+    store.assign([report("b1", day=40, **OTHER)])
+    assert [c.story_id for c in store.close_expired()] == [old.story_id]
+    store.redis.set(store._key("clock"), repr(T0))  # the clock as the other replica read it, before the close
+    late, = store.assign([report("a2", day=0.1)])
+    assert late.story_id != old.story_id and late.action == "created"
+
+
+def test_copies_do_not_move_a_story_in_the_candidate_index(store):
+    """A copy comes last in its batch: were it to move the index, a report after it in the same batch would
+    file the story at another time than when it comes in a later batch."""
+    store.assign([report("a1")])
+    store.add_duplicate("c1", duplicate_of="a1", source="copier", event_time=T0 + 5 * DAY)
+    store.assign([report("a2", day=0.1)])
+    scores = {score for key in store.redis.scan_iter(match=f"sw:{{{store.namespace}}}:idx:*")
+              for _, score in store.redis.zrange(key, 0, -1, withscores=True)}
+    assert scores == {T0 + 0.1 * DAY}
 
 
 def test_a_story_s_keys_expire_with_it_and_a_story_founded_again_starts_clean(store):

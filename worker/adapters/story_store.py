@@ -11,7 +11,8 @@ touch any of them (Redis Cluster safe). Layout:
                      the sparse GVA set, 0.937 -> 0.933 BCubed at one window)
     embsum           hash "0".."383" -> integer sum of the lead embeddings seen (x127), "n" -> how many: their
                      mean is taken out before embedding cosines (only when the config weighs embeddings)
-    idx:<key>        zset story id -> last seen, for one entity key or title term (the candidate index)
+    idx:<key>        zset story id -> event time of the story's latest report when it was filed under the key
+                     (copies and updates do not move it), for one entity key or title term (the candidate index)
     iver:<key>       version of idx:<key> (optimistic concurrency), expiring with it
     story:<id>       JSON story state (cluster.py), its version inside
     sver:<id>        that version again, for the commit script's check (no JSON decoding), expiring with it
@@ -320,7 +321,7 @@ class StoryStore:
         state["version"] += 1
         snap.stories[story_id] = state
         for key in cluster.filing_keys(state, features, self.config):
-            snap.postings.setdefault(key, {})[story_id] = state["last_seen"]
+            snap.postings.setdefault(key, {})[story_id] = cluster.latest_report(state)
             snap.touched_keys.setdefault(key, set()).add(story_id)
         delta = snap.df_delta.setdefault(generation, {})
         for key in cluster.df_keys(features) + [_DOCS]:
@@ -348,11 +349,12 @@ class StoryStore:
         if not missing:
             return
         for story_id, raw in zip(missing, self.redis.mget([self._story_key(s) for s in missing])):
-            if raw is None:  # expired by TTL while still indexed: forget it
+            state = json.loads(raw) if raw is not None else None
+            # expired by TTL while still indexed, or closed by another replica whose clock was ahead: forget it
+            if state is None or state.get("closed"):
                 for posting in snap.postings.values():
                     posting.pop(story_id, None)
                 continue
-            state = json.loads(raw)
             snap.stories[story_id] = state
             snap.story_versions_read[story_id] = state["version"]
 
@@ -370,7 +372,7 @@ class StoryStore:
                 plan["zadd"].append([self._key("active"), repr(state["last_seen"]), story_id])
         for key, story_ids in snap.touched_keys.items():
             index_key = self._key("idx", key)
-            plan["zadd"] += [[index_key, repr(snap.stories[s]["last_seen"]), s] for s in sorted(story_ids)]
+            plan["zadd"] += [[index_key, repr(snap.postings[key][s]), s] for s in sorted(story_ids)]
             plan["incr"].append(self._index_version_key(key))
             plan["prune"].append([index_key, repr(snap.now - self.window), _POSTINGS_KEPT])
         plan["set"] += [[self._article_key(a), json.dumps(record)] for a, record in snap.changes.items()]

@@ -316,6 +316,11 @@ def _by_count(keys: Mapping[str, int]) -> list[str]:
     return sorted(keys, key=lambda k: (-keys[k], -recency[k]))
 
 
+def latest_report(story: dict) -> float:
+    """Event time of the story's latest report: what keeps a story findable (copies and updates do not)."""
+    return story["times"][-1]
+
+
 def filing_keys(story: dict, features: ArticleFeatures, config: ClusterConfig) -> list[str]:
     """Index keys a story is (re-)filed under when `features`' article joins or founds it."""
     return sorted(set(features.index_keys) | set(_by_count(story["keys"])[:config.story_keys_filed]))
@@ -541,11 +546,11 @@ class Decision:
 
 def rank_candidates(features: ArticleFeatures, postings: Mapping[str, Mapping[str, float]], since: float,
                     config: ClusterConfig) -> list[str]:
-    """Active stories (last seen at or after `since`) filed under the article's index keys, most keys first."""
+    """Active stories (latest report at or after `since`) filed under the article's index keys, most keys first."""
     hits: Counter = Counter()
     for rank, key in enumerate(features.index_keys):
-        for story_id, last_seen in postings.get(key, {}).items():
-            if last_seen >= since:
+        for story_id, reported in postings.get(key, {}).items():
+            if reported >= since:
                 hits[story_id] += 1.0 / (1 + 0.1 * rank)
     return [s for s, _ in sorted(hits.items(), key=lambda kv: (-kv[1], kv[0]))[:config.max_candidates]]
 
