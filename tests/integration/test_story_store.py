@@ -128,6 +128,18 @@ def test_update_stays_in_story_and_recounts_entities(store):
     assert updated.story["article_count"] == 1
 
 
+def test_two_updates_naming_one_version_replace_the_version_the_story_holds(store):
+    """Dedup finds an article by URL newest generation first: an update published earlier than the one before
+    it names the same version. The story keeps one version per URL, so the second replaces the first."""
+    store.assign([report("a1")])
+    store.update_article(report("a1-v2", day=0.1, names=(("Harbin", "GPE"), ("Wang Yi", "PERSON"))), update_of="a1")
+    later = store.update_article(report("a1-v3", day=0.2, names=(("Harbin", "GPE"), ("Zhou Ming", "PERSON"))),
+                                 update_of="a1")
+    counts = {e["canonical"]: e["count"] for e in later.story["top_entities"]}
+    assert counts == {"Harbin": 1, "Zhou Ming": 1}
+    assert later.story["article_count"] == 1
+
+
 def test_a_bare_headline_joins_and_is_updated_with_the_story_names_it_spells_out(store):
     created, _ = store.assign([report("a1"), report("a2", day=0.1)])
     bare = ClusterInput("h1", "Harbin warehouse fire: Li Qiang orders inquiry", None, "outlet-b",

@@ -18,7 +18,8 @@ touch any of them (Redis Cluster safe). Layout:
     sver:<id>        that version again, for the commit script's check (no JSON decoding), expiring with it
     active           zset story id -> last seen, for closing stories that left the window
     closing          zset of closed stories whose story_closed event is not yet confirmed published
-    art:<id>         JSON {"change", "entities"}: the change recorded for an article id (idempotency)
+    art:<id>         JSON {"change", "entities"}: the change recorded for an article id (idempotency), and
+                     "replaced_by": the update that replaced this version of an article in its story
 
 A batch is decided in Python from one snapshot (read in a few pipelined round trips) exactly as if its
 articles came one by one, then committed by one Lua script that first checks nothing it read has changed
@@ -167,7 +168,8 @@ class StoryStore:
             named = cluster.with_story_names(features, story, self.config)
             state = cluster.replace_article(story, original["entities"], item, named, self.config)
             return state, named.entity_vector
-        return self._change_existing(item.article_id, update_of, item.event_time, "article_updated", apply)
+        return self._change_existing(item.article_id, update_of, item.event_time, "article_updated", apply,
+                                     replaces=True)
 
     def close_expired(self) -> list[StoryChange]:
         """`story_closed` for stories whose last event time fell out of the window, and for those closed before
@@ -390,8 +392,12 @@ class StoryStore:
 
     # ---- duplicates and updates -----------------------------------------------------------------------------
     def _change_existing(self, article_id: str, original_id: str, event_time: float, action: str,
-                         apply) -> StoryChange:
-        """Apply `apply(story, original record)` to the story of `original_id`, once per `article_id`."""
+                         apply, replaces: bool = False) -> StoryChange:
+        """Apply `apply(story, original record)` to the story of `original_id`, once per `article_id`.
+
+        An update (`replaces`) marks the version it replaced; a later update naming that version (dedup finds
+        an article by URL newest generation first, so two updates can name the same one) replaces the version
+        the story holds now instead, whose entities are the ones to take out."""
         for _ in range(_MAX_ATTEMPTS):
             mine, original = self.redis.mget([self._article_key(article_id), self._article_key(original_id)])
             if mine:
@@ -399,6 +405,13 @@ class StoryStore:
             if not original:
                 raise UnknownArticle(f"{original_id!r} has no story in namespace {self.namespace!r}")
             record = json.loads(original)
+            held = original_id
+            for _ in range(_MAX_ATTEMPTS):
+                newer = record.get("replaced_by")
+                raw = self.redis.get(self._article_key(newer)) if newer else None
+                if raw is None:
+                    break
+                held, record = newer, json.loads(raw)
             story_id = record["change"]["story_id"]
             raw = self.redis.get(self._story_key(story_id))
             if raw is None:
@@ -413,6 +426,8 @@ class StoryStore:
             self._set_story(plan, state)
             plan["set"].append([self._article_key(article_id), json.dumps({"change": change.to_dict(),
                                                                            "entities": entities})])
+            if replaces:  # checked by the story's version: a concurrent update of this story makes us read again
+                plan["set"].append([self._article_key(held), json.dumps({**record, "replaced_by": article_id})])
             if not state.get("closed"):
                 plan["zadd"] = [[self._key("active"), repr(state["last_seen"]), story_id]]
             plan["clock"], plan["clock_repr"] = event_time, repr(event_time)
