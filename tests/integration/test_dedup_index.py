@@ -114,6 +114,31 @@ def test_decisions_do_not_depend_on_batch_cuts_across_generations(client):
     assert all(times[o.article_id] - times[o.duplicate_of] <= WINDOW for o in results[0] if o.duplicate_of)
 
 
+def test_same_url_and_same_content_are_found_as_one_by_one_whatever_the_batch_cut(client):
+    """By URL Redis answers the newest generation first, by content the oldest: an article of this batch in
+    another generation than a stored one must not win only for being in the batch."""
+    day = 86400
+    stored = [art("x", STORIES[0], "https://penwick.example/quay", t=T0 + 2.9 * day),   # newest generation
+              art("p", STORIES[2], "https://tolby.example/trees", t=T0),
+              art("a", STORIES[1], "https://dunford.example/bread", t=T0 + 2.9 * day)]
+    batch = [art("y", STORIES[0] + " Divers inspected the quay wall.", "https://penwick.example/quay", t=T0 + 0.1 * day),
+             art("z", STORIES[0] + " The county approved the repairs.", "https://penwick.example/quay", t=T0 + 0.5 * day),
+             art("b", STORIES[1], "https://tolby.example/trees", t=T0 + 0.1 * day),   # an update of p, older
+             art("d", STORIES[1], "https://mirror.example/bread", t=T0 + day)]
+    results = []
+    for size in (1, len(batch)):
+        idx = DedupIndex(client, "test-dedup-" + uuid.uuid4().hex, None, WINDOW)
+        try:
+            idx.check_and_insert(stored)
+            results.append({o.article_id: (o.duplicate_of, o.kind, o.update_of)
+                            for i in range(0, len(batch), size) for o in idx.check_and_insert(batch[i:i + size])})
+        finally:
+            idx.drop()
+    assert results[0] == results[1]
+    assert results[0]["z"] == (None, None, "x") and results[0]["b"] == (None, None, "p")
+    assert results[0]["d"] == ("b", "exact_content", None)
+
+
 def test_live_mode_sets_ttl_and_drop_cleans_up(client):
     ns = "test-dedup-" + uuid.uuid4().hex
     idx = DedupIndex(client, ns, 3600, WINDOW)

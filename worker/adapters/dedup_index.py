@@ -435,7 +435,7 @@ class _Batch:
     writes: list = field(default_factory=list)
     written: list = field(default_factory=list)         # tagged fields written, for concurrent batches
     records: dict = field(default_factory=dict)         # ref -> IndexedArticle written by this batch
-    urls: dict = field(default_factory=dict)            # url key -> ref
+    urls: dict = field(default_factory=dict)            # url key -> {slot: ref} (the last written per slot)
     contents: dict = field(default_factory=dict)        # content key -> {slot: ref}
     postings: dict = field(default_factory=dict)        # sample -> [(slot, ref)] appended by this batch
     stored: dict = field(default_factory=dict)          # ref -> outcome decided in this batch
@@ -516,17 +516,19 @@ class _Batch:
                 by_content = rec
 
         stored = self.stored.get(ref) or (_decode_outcome(stored_raw) if stored_raw else None)
-        same_url = None
-        if fp.url_key in self.urls:
-            same_url = self.records[self.urls[fp.url_key]]
-        elif by_url:
-            same_url = self._record(by_url)
-        if by_content:
-            same_content = self._record(by_content)
-        else:        # the first original written with this content in the oldest live generation, as in Redis
-            slots = self.contents.get(fp.content_key)
-            live = [slot for slot in slots if slot >= live_from] if slots else None
-            same_content = self.records[slots[min(live)]] if live else None
+        # As Redis answers when the articles come one by one: by URL the newest generation, and in it the last
+        # written; by content the oldest live generation, and in it the first written. This batch's writes come
+        # after what Redis held, so they win a tie by URL and lose one by content.
+        same_url = self._record(by_url) if by_url else None
+        url_gen = self.gen_of(same_url.event_time) if same_url else -math.inf
+        for slot, other in self.urls.get(fp.url_key, {}).items():
+            if slot >= live_from and self.gens[slot] >= url_gen:
+                same_url, url_gen = self.records[other], self.gens[slot]
+        same_content = self._record(by_content) if by_content else None
+        content_gen = self.gen_of(same_content.event_time) if same_content else math.inf
+        for slot, other in self.contents.get(fp.content_key, {}).items():
+            if slot >= live_from and self.gens[slot] < content_gen:
+                same_content, content_gen = self.records[other], self.gens[slot]
         counts: dict[int, int] = {}
         found: dict[int, list[bytes]] = {}               # sample -> keys of the originals it indexes
         sketch, probe = fp.sketch, fp.probes
@@ -591,7 +593,7 @@ class _Batch:
         encoded = _encode_record(record, outcome)
         writes, written = self.writes, self.written
         writes.append(b"a" + tag + ref + _U32.pack(len(encoded)) + encoded)
-        self.urls[fp.url_key] = ref
+        self.urls.setdefault(fp.url_key, {})[slot] = ref
         writes.append(b"u" + tag + fp.url_key + value)
         written += (b"a" + ref, b"u" + fp.url_key)
         if not indexed:
