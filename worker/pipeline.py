@@ -66,6 +66,7 @@ class _Item:
     entities: list[Entity] = field(default_factory=list)
     change: StoryChange | None = None
     skipped_language: str | None = None  # NER skipped: not English
+    orphan: bool = False                 # a copy or update whose original was dead-lettered: clustered as new
 
 
 class OriginalPending(DependencyUnavailable):
@@ -274,13 +275,15 @@ class Pipeline:
             tagged = self.extractor.extract([(it.article.title, it.article.text or "") for it in to_tag])
             for it, ents in zip(to_tag, tagged):
                 it.entities = ents
-        originals = self._originals(items)
+        originals, dead = self._originals(items)
         for it in items:
+            it.orphan = (it.dedup.duplicate_of or it.dedup.update_of) in dead
             if it.dedup.duplicate_of:
                 it.entities = relocate(originals[it.dedup.duplicate_of], it.article.title, it.article.text or "")
 
-    def _originals(self, items: list[_Item]) -> dict[str, list[Entity]]:
-        """Entities of every original a duplicate or an update in the batch points at (this batch or stored).
+    def _originals(self, items: list[_Item]) -> tuple[dict[str, list[Entity]], set[str]]:
+        """Entities of every original a duplicate or an update in the batch points at (this batch or stored),
+        and which of them were dead-lettered (they have no story: their copies and updates are new articles).
 
         One claimed by another replica but not decided yet is waited for (OriginalPending, the batch retried):
         a copy needs its entities, an update its story (else it would be counted as a new article)."""
@@ -289,11 +292,12 @@ class Pipeline:
                   if it.dedup.duplicate_of or it.dedup.update_of}
         out = {a: in_batch[a].entities for a in wanted if a in in_batch}
         stored = self.decisions.load(sorted(wanted - out.keys()))
+        dead = {a for a, record in stored.items() if record.get("dead_lettered")}
         now = time.monotonic()
         for a in wanted - out.keys():
             if a in stored:
                 self._pending_since.pop(a, None)
-                if stored[a].get("dead_lettered"):
+                if a in dead:
                     log.warning("original_dead_lettered", original=a)
                 out[a] = [Entity(**e) for e in stored[a]["decision"]["entities"]]
             elif now - self._pending_since.setdefault(a, now) < self.settings.original_wait_s:
@@ -302,7 +306,7 @@ class Pipeline:
                 log.warning("original_missing", original=a, waited_s=self.settings.original_wait_s)
                 self._pending_since.pop(a, None)
                 out[a] = []
-        return out
+        return out, dead
 
     def cluster(self, items: list[_Item]) -> None:
         """In input order, as if the articles came one by one: runs of new articles are assigned together, and
@@ -313,7 +317,9 @@ class Pipeline:
         copies: list[_Item] = []
         copied_until = -math.inf
         for it in items:
-            if it.dedup.update_of:
+            if it.orphan:
+                run.append((it, copied_until))
+            elif it.dedup.update_of:
                 self._assign(run)
                 self._add_copies(copies)
                 run, copies = [], []

@@ -65,6 +65,7 @@ def test_the_copies_of_a_poison_article_do_not_wait_for_it(pipeline):
     copy = {**poison, "id": "copy", "url": "https://other.example/2"}
     decided = pipeline.process(incoming([copy]))[0]
     assert decided.dead_letter is None and decided.decision.duplicate_of == "a2" and decided.decision.story_id
+    assert [e.event for e in decided.events] == ["created"]  # a new article in its place: its original has no story
     again = pipeline.process(incoming([poison]))[0]  # redelivered, it is dead-lettered again, not replayed
     assert again.dead_letter is not None and not again.redelivered
 
