@@ -1,7 +1,6 @@
 """All Redis state works on a real Redis Cluster: multi-key scripts keep their keys in one hash slot."""
 from __future__ import annotations
 
-import json
 import shutil
 import uuid
 
@@ -47,7 +46,6 @@ def test_pipeline_runs_on_a_cluster_and_keys_spread_over_slots(cluster):
     for key in keys:  # multi-key scripts: every hash-tagged key of the namespace sits in one slot
         if "{" in key:
             assert cluster.keyslot(key) == cluster.keyslot(f"{{{namespace}}}"), key
-    assert pipeline.close_expired() is not None
+    assert pipeline.close_expired() == []  # the stories are all within the window
     pipeline.drop_state()
     assert not list(cluster.scan_iter(match=f"sw:*{namespace}*", count=1000))
-    assert json.dumps([r.decision.model_dump(mode="json") for r in first])

