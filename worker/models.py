@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import email.utils
 import hashlib
 import re
 from typing import Any, Literal
@@ -28,15 +29,16 @@ _UNSAFE = re.compile(r"[\x00-\x20\x7f]")
 class Article(BaseModel):
     """A raw scraped article as published by the scrapers on the input topic (unknown fields tolerated)."""
 
-    model_config = ConfigDict(extra="allow", str_strip_whitespace=True,
+    model_config = ConfigDict(extra="allow",
                               json_schema_extra={"$id": f"story-worker/article.v{ARTICLE_SCHEMA_VERSION}.json"})
 
     url: str = Field(min_length=1, max_length=4096, description="Article URL as scraped; canonicalised by the worker.")
     title: str = Field(max_length=2000, description="Headline.")
     source: str = Field(min_length=1, max_length=512, description="Outlet or feed the scraper read it from.")
     published_at: dt.datetime | None = Field(
-        default=None, description="ISO 8601 timestamp; a bare date means midnight UTC. Missing or implausible: the "
-                                  "broker timestamp (live) or the previous article's time (batch) stands in.")
+        default=None, description="ISO 8601 timestamp (a bare date means midnight UTC) or RFC 2822 as in RSS. Missing, "
+                                  "empty or implausible: the broker timestamp (live) or the previous article's "
+                                  "time (batch) stands in.")
     id: str | None = Field(default=None, min_length=1, max_length=512,
                            description="Upstream id; derived from canonical URL and content when absent.")
     text: str | None = Field(default=None, description="Body text; null or empty for headline-only items.")
@@ -44,9 +46,21 @@ class Article(BaseModel):
 
     @field_validator("published_at", mode="before")
     @classmethod
-    def _bare_date(cls, value: Any) -> Any:
-        if isinstance(value, str) and len(value.strip()) == 10:
-            return value.strip() + "T00:00:00Z"
+    def _date_forms(cls, value: Any) -> Any:
+        """ISO 8601 (a bare date: midnight UTC), RFC 2822 as RSS feeds write it ("Thu, 02 May 2013 10:00:00
+        GMT"); an empty string is a missing date. Anything else is invalid, with the field named."""
+        if not isinstance(value, str):
+            return value
+        value = value.strip()
+        if not value:
+            return None
+        if len(value) == 10:
+            return value + "T00:00:00Z"
+        if not value[:4].isdigit():  # not ISO: RFC 2822 or nothing
+            try:
+                return email.utils.parsedate_to_datetime(value)
+            except (TypeError, ValueError, IndexError):
+                return value
         return value
 
     @field_validator("published_at")
@@ -62,10 +76,17 @@ class Article(BaseModel):
             raise ValueError("expected an absolute http(s) URL without spaces or control characters")
         return value
 
+    @field_validator("url", "source", "id", "language", mode="before")
+    @classmethod
+    def _strip(cls, value: Any) -> Any:
+        """Identifiers lose surrounding whitespace; `title` and `text` stay as given (entity offsets point
+        into them)."""
+        return value.strip() if isinstance(value, str) else value
+
     @field_validator("text")
     @classmethod
     def _empty_is_absent(cls, value: str | None) -> str | None:
-        return value or None
+        return value if value and value.strip() else None
 
     @property
     def lang(self) -> str | None:

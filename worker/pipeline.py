@@ -417,7 +417,8 @@ def _where(source: SourceRecord) -> tuple:
 
 
 def _article_id(article: Article) -> str:
-    return article.id or article_id_for(article.url, article.text)
+    """The upstream id, else canonical URL + content (the body, or the title of a headline-only item)."""
+    return article.id or article_id_for(article.url, article.text or article.title)
 
 
 def _guess_id(value: bytes | None) -> str | None:

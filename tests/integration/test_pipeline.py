@@ -70,6 +70,14 @@ def test_the_copies_of_a_poison_article_do_not_wait_for_it(pipeline):
     assert again.dead_letter is not None and not again.redelivered
 
 
+def test_headline_only_items_without_an_id_at_one_url_are_told_apart_by_their_titles(pipeline):
+    first = {k: v for k, v in article(1, text=None).items() if k != "id"}
+    second = {**first, "title": "Town1 ferry timetable changes again"}
+    results = pipeline.process(incoming([first, second]))
+    assert results[0].decision.id != results[1].decision.id and not results[1].redelivered
+    assert results[1].decision.update_of == results[0].decision.id  # same URL, new content: an update
+
+
 def test_same_id_twice_in_a_batch_decides_once(pipeline):
     results = pipeline.process(incoming([article(1), article(1)]))
     assert results[0].decision == results[1].decision

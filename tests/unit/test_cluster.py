@@ -181,6 +181,25 @@ def test_story_state_stays_current():
     assert view["first_seen"].endswith("Z") and view["last_seen"] > view["first_seen"]
 
 
+def test_the_headline_counts_names_in_whole_words_only():
+    """"US" is not in "business", nor "Iran" in "Iranian": a title naming none of the top entities does not
+    replace one that names them."""
+    names = [("Iran", "GPE"), ("US", "GPE"), ("Oman", "GPE")]
+    first = article("a1", "Iran and US talks resume", "Iran and US resume talks in Oman.", names)
+    second = article("a2", "Russian business daily praises Iranian trust in Omani port", "Iran and US met in Oman.",
+                     names, day=0.1)
+    f1 = weigh(article_features(first, CONFIG), Counter(), 0, CONFIG)
+    f2 = weigh(article_features(second, CONFIG), Counter(), 1, CONFIG)
+    story = merge_article(new_story("s", first, f1, CONFIG), second, f2, CONFIG)
+    assert story["headline"] == "Iran and US talks resume"
+
+
+def test_the_lead_drops_a_repeated_headline_but_not_a_word_that_starts_like_it():
+    assert lead_of("Fire", "Fire. Crews fought it.") == "Fire. Crews fought it."
+    assert lead_of("Fire", "Firefighters battled it.") == "Fire. Firefighters battled it."
+    assert lead_of("Obama", "Obama's visit ended.") == "Obama. Obama's visit ended."
+
+
 def test_numeric_entities_carry_no_weight():
     item = article("n", "t", "x", [("Tuesday", "DATE"), ("12", "CARDINAL"), ("Harbin", "GPE")])
     assert set(article_features(item, CONFIG).entities) == {"e:harbin"}
@@ -326,3 +345,8 @@ def test_clock_times_years_and_hyphenated_names_are_not_counts():
     lead = "Updated: November 11, 2011 20:09 IST. In 2011 Indian sailors held 26 pirates at 3 pm, freed at 5 p.m."
     assert numbers_of(lead) == {"pirate=26"}
     assert numbers_of("Wounded K-9 officer found; I-95 closed after 2 shot") == {"shot=2"}
+
+
+def test_a_count_is_read_whole_and_the_tail_of_a_date_or_foreign_number_is_none():
+    assert numbers_of("1,000,000 barrels spilled") == {"barrel=1000000"} != numbers_of("2,000,000 barrels spilled")
+    assert numbers_of("9/11 attacks remembered") == set() and numbers_of("1.000.000 Euro gestohlen") == set()

@@ -82,3 +82,11 @@ def test_relocate_moves_offsets_into_the_copy_and_drops_missing_mentions():
     moved = relocate(original, "", copy_text)
     assert [(e.start, e.end) for e in moved] == [(9, 14), (28, 33)]
     assert all(copy_text[e.start:e.end] == e.text for e in moved)
+
+
+def test_relocate_finds_a_mention_as_a_whole_word_only():
+    from worker.core.entities import Entity, relocate
+
+    text = "Iranian officials said Iran would talk."
+    moved = relocate([Entity("Iran", "GPE", 23, 27, "Iran", "text")], "", text)
+    assert [(e.start, e.end) for e in moved] == [(23, 27)]

@@ -36,6 +36,23 @@ def test_invalid_messages_are_classified(value, error_class):
     assert info.value.error_class == error_class and info.value.reason
 
 
+def test_title_and_text_stay_as_given_for_entity_offsets_and_identifiers_are_trimmed():
+    article = parse(json.dumps({**GOOD, "title": " T ", "text": "\n  Barack Obama said.", "id": " a1 "}).encode())
+    assert article.text == "\n  Barack Obama said." and article.title == " T " and article.id == "a1"
+    assert parse(json.dumps({**GOOD, "text": " \n "}).encode()).text is None
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("Thu, 02 May 2013 10:00:00 GMT", "2013-05-02T10:00:00+00:00"),
+    ("Thu, 02 May 2013 12:00:00 +0200", "2013-05-02T12:00:00+02:00"),
+    ("2013-05-02T10:00:00Z", "2013-05-02T10:00:00+00:00"),
+    ("", None),
+])
+def test_rss_dates_are_read_and_an_empty_date_is_missing(value, expected):
+    article = parse(json.dumps({**GOOD, "published_at": value}).encode())
+    assert (article.published_at.isoformat() if article.published_at else None) == expected
+
+
 def test_reason_names_the_field():
     with pytest.raises(InvalidMessage, match="published_at"):
         parse(json.dumps({**GOOD, "published_at": "not a date"}).encode())

@@ -170,8 +170,10 @@ _NOT_COUNTED = frozenset("""
 am pm p gmt bst utc ist est edt cst cdt pst pdt cet cest eet hrs hr h jan feb mar apr jun jul aug sep sept oct nov
 dec january february march april may june july august september october november december
 """.split())
-# A number glued to a word by a hyphen is part of a name ("K-9 officer", "I-95 crash"), not a count.
-_COUNTED = re.compile(r"(?<![\w-])(\d+(?:[.,]\d+)?|" + "|".join(_NUMBER_WORDS) + r")[\s-]+([a-z][a-z-]*)")
+# A number glued to a word by a hyphen is part of a name ("K-9 officer", "I-95 crash"), not a count; nor is the
+# tail of a date or a number written another way ("9/11 attacks", "1.000.000 euro"). Thousands: "1,000,000".
+_COUNTED = re.compile(r"(?<![\w./,-])(\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|" + "|".join(_NUMBER_WORDS)
+                      + r")[\s-]+([a-z][a-z-]*)")
 
 
 def numbers_of(text: str) -> set[str]:
@@ -382,11 +384,11 @@ def _headline(before: dict, after: dict, item: ClusterInput) -> str:
     """The title that names most of the story's current top entities; a tie keeps the older one."""
     if not before["headline"]:
         return item.title or ""
-    top = [e[3].casefold() for e in _top_entities(after, 8)]
+    top = [e[3] for e in _top_entities(after, 8)]
 
-    def cover(title: str) -> int:
-        folded = (title or "").casefold()
-        return sum(name in folded for name in top)
+    def cover(title: str) -> int:  # names it spells out in whole words ("US" is not in "business")
+        spelled = _word_string(title or "")
+        return sum(_spells_out(spelled, name) for name in top)
 
     return item.title if item.title and cover(item.title) > cover(before["headline"]) else before["headline"]
 

@@ -22,8 +22,9 @@ def lead_of(title: str | None, text: str | None) -> str:
     """Title, then the start of the text (null or empty text: the title alone)."""
     title = " ".join((title or "").split())
     text = " ".join((text or "").split())[:LEAD_CHARS]
-    if title and text.startswith(title):  # some feeds repeat the headline as the first line
-        text = text[len(title):].lstrip(" .")
+    after = text[len(title):len(title) + 1]
+    if title and text.startswith(title) and not (after.isalnum() or after in "'\u2019"):
+        text = text[len(title):].lstrip(" .")  # some feeds repeat the headline as the first line
     return f"{title}. {text}" if title and text else (title or text)
 
 

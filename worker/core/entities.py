@@ -144,21 +144,23 @@ class EntityExtractor:
 def relocate(entities: Sequence[Entity], title: str, text: str) -> list[Entity]:
     """An original's entities placed in a copy's own title and text (duplicates are not run through NER).
 
-    The k-th mention of a surface form in the original maps to its k-th occurrence in the copy; a mention the
-    copy no longer contains (an edit, a truncation) is dropped, so offsets always point into the copy as given.
+    The k-th mention of a surface form in the original maps to its k-th occurrence as a whole word in the copy
+    ("Iran" is not found inside "Iranian"); a mention the copy no longer contains (an edit, a truncation) is
+    dropped, so offsets always point into the copy as given.
     """
     fields = {"title": title or "", "text": text or ""}
     seen: Counter = Counter()
+    found: dict[tuple[str, str], list[int]] = {}
     out: list[Entity] = []
     for ent in sorted(entities, key=lambda e: (e.field, e.start)):
-        haystack = fields.get(ent.field, "")
-        start = -1
-        for _ in range(seen[(ent.field, ent.text)] + 1):
-            start = haystack.find(ent.text, start + 1)
-            if start < 0:
-                break
-        seen[(ent.field, ent.text)] += 1
-        if start >= 0:
+        key = (ent.field, ent.text)
+        if key not in found:
+            pattern = re.compile(r"(?<!\w)" + re.escape(ent.text) + r"(?!\w)")
+            found[key] = [m.start() for m in pattern.finditer(fields.get(ent.field, ""))]
+        k = seen[key]
+        seen[key] += 1
+        if k < len(found[key]):
+            start = found[key][k]
             out.append(Entity(text=ent.text, label=ent.label, start=start, end=start + len(ent.text),
                               canonical=ent.canonical, field=ent.field))
     return out
