@@ -72,8 +72,12 @@ class Article(BaseModel):
     @classmethod
     def _http_url(cls, value: str) -> str:
         parts = urlsplit(value)
-        if parts.scheme.lower() not in ("http", "https") or not parts.netloc or _UNSAFE.search(value):
-            raise ValueError("expected an absolute http(s) URL without spaces or control characters")
+        if parts.scheme.lower() not in ("http", "https") or not parts.hostname or _UNSAFE.search(value):
+            raise ValueError("expected an absolute http(s) URL with a host, without spaces or control characters")
+        try:
+            parts.port  # noqa: B018 - raises on a port that is not a number in range
+        except ValueError:
+            raise ValueError("the URL's port is not a number from 0 to 65535") from None
         return value
 
     @field_validator("url", "source", "id", "language", mode="before")

@@ -1,3 +1,5 @@
+import pytest
+
 from worker.core.normalize import article_id_for, canonical_url, normalize_text, words
 
 
@@ -7,11 +9,26 @@ def test_canonical_url_drops_tracking_fragment_and_case():
 
 
 def test_canonical_url_keeps_meaningful_query_and_port():
-    assert canonical_url("http://example.com:8080/story?id=7&gclid=abc") == "http://example.com:8080/story?id=7"
+    assert canonical_url("http://example.com:8080/story?id=7&gclid=abc") == "https://example.com:8080/story?id=7"
 
 
 def test_canonical_url_tolerates_garbage_port():
-    assert canonical_url("http://example.com:notaport/x").startswith("http://example.com/")
+    assert canonical_url("http://example.com:notaport/x").startswith("https://example.com/")
+
+
+@pytest.mark.parametrize("one, other, same", [
+    ("http://a.example/x?id=5&amp;ref=rss", "https://a.example/x?id=5", True),      # HTML escape, tracking
+    ("http://b\u00fccher.example/a", "https://xn--bcher-kva.example/a", True),      # IDN
+    ("https://a.example/caf\u00e9", "https://a.example/caf%c3%a9", True),           # one escape form
+    ("http://a.example:80/x", "https://a.example/x", True),                        # scheme, default port
+    ("https://a.example/#!/story/1", "https://a.example/#!/story/2", False),       # hash-bang routes
+    ("https://a.example/x?q=%E9", "https://a.example/x?q=%E8", False),             # invalid UTF-8 bytes
+    ("https://a.example/a%2Fb", "https://a.example/a/b", False),                   # an escaped slash
+    ("http://[2001:db8::1]:8080/x", "http://[2001:db8::1]:8081/x", False),         # IPv6 ports
+])
+def test_canonical_url_gives_one_spelling_per_document_and_keeps_documents_apart(one, other, same):
+    assert (canonical_url(one) == canonical_url(other)) is same
+    assert canonical_url("http://[2001:db8::1]:8080/x") == "https://[2001:db8::1]:8080/x"
 
 
 def test_normalize_text_unifies_quotes_entities_and_whitespace():

@@ -8,7 +8,7 @@ from __future__ import annotations
 import html
 import re
 import unicodedata
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import quote, unquote_plus, urlsplit, urlunsplit
 
 import xxhash
 
@@ -35,22 +35,48 @@ _WORD = re.compile(r"[^\W_]+(?:['.\-][^\W_]+)*", re.UNICODE)
 
 
 def canonical_url(url: str) -> str:
-    """Lower-case scheme and host, drop default port, fragment, tracking parameters and trailing slash.
-
-    Remaining query parameters are sorted so that parameter order does not make two URLs differ.
+    """One spelling per document: `https` for `http` too, host lower-case, IDNA-encoded, without `www.` or a
+    default port; the path without repeated or trailing slashes; tracking parameters dropped and the others
+    sorted; percent-escapes in one form (non-ASCII escaped, hex upper-case, invalid UTF-8 kept as escaped, so
+    that two different bytes never merge); an `&amp;` left by HTML read as `&`. The fragment is dropped, but
+    for `#!` (a hash-bang route, which names the document on such sites).
     """
     parts = urlsplit(url.strip())
     scheme = (parts.scheme or "http").lower()
-    host = (parts.hostname or "").lower().rstrip(".")
+    default_port = _DEFAULT_PORTS.get(scheme)
+    if scheme == "http":
+        scheme = "https"
+    host = _idna((parts.hostname or "").lower().rstrip("."))
     if host.startswith("www."):
         host = host[4:]
+    if ":" in host:  # IPv6
+        host = f"[{host}]"
     port = parts.port if parts.netloc and _safe_port(parts) else None
-    netloc = host if port is None or str(port) == _DEFAULT_PORTS.get(scheme) else f"{host}:{port}"
-    path = re.sub(r"/{2,}", "/", parts.path or "/")
+    netloc = host if port is None or str(port) == default_port else f"{host}:{port}"
+    path = re.sub(r"/{2,}", "/", _escaped(parts.path or "/", _PATH_SAFE))
     if len(path) > 1:
         path = path.rstrip("/")
-    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if not _is_tracking(k)]
-    return urlunsplit((scheme, netloc, path, urlencode(sorted(query)), ""))
+    pairs = [p for p in parts.query.replace("&amp;", "&").split("&") if p]
+    query = sorted(_escaped(p, _QUERY_SAFE) for p in pairs if not _is_tracking(unquote_plus(p.split("=", 1)[0])))
+    fragment = _escaped(parts.fragment, _PATH_SAFE) if parts.fragment.startswith("!") else ""
+    return urlunsplit((scheme, netloc, path, "&".join(query), fragment))
+
+
+_PATH_SAFE = "/:@!$&'()*+,;=-._~%"
+_QUERY_SAFE = "=:@!$'()*+,;/?-._~%"
+_ESCAPE = re.compile(r"%[0-9a-fA-F]{2}")
+
+
+def _escaped(part: str, safe: str) -> str:
+    """`part` with every character outside `safe` percent-escaped and every escape in upper-case hex."""
+    return _ESCAPE.sub(lambda m: m.group(0).upper(), quote(part, safe=safe))
+
+
+def _idna(host: str) -> str:
+    try:
+        return host.encode("idna").decode("ascii") if not host.isascii() else host
+    except UnicodeError:  # not a valid international name: kept as written (validation allowed it)
+        return host
 
 
 def _safe_port(parts) -> bool:
