@@ -9,6 +9,13 @@ def test_surname_maps_to_full_name_of_same_type():
     assert canonical_names(mentions) == ["Vladimir Putin", "Vladimir Putin", "Vladimir Putin", "Russia"]
 
 
+def test_a_surname_two_people_share_maps_to_the_one_the_article_names_most():
+    mentions = [("Jeb Bush", "PERSON")] * 5 + [("George W. Bush", "PERSON"), ("Bush", "PERSON")]
+    assert canonical_names(mentions)[-1] == "Jeb Bush"
+    mentions = [("Barack Obama", "PERSON"), ("Michelle Obama", "PERSON"), ("Obama", "PERSON")]
+    assert canonical_names(mentions)[-1] == "Barack Obama"  # as often named: the first seen
+
+
 def test_prefix_maps_to_longer_name_but_not_across_types():
     mentions = [("Xi", "PERSON"), ("Xi Jinping", "PERSON"), ("Harbin", "ORG"), ("Harbin Institute", "GPE")]
     assert canonical_names(mentions) == ["Xi Jinping", "Xi Jinping", "Harbin", "Harbin Institute"]

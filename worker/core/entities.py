@@ -103,7 +103,7 @@ def canonical_names(mentions: Sequence[tuple[str, str]]) -> list[str]:
                 and (other[:len(tokens)] == tokens or other[-len(tokens):] == tokens)]
         if not fits:
             return tokens
-        return max(fits, key=lambda t: (len(t), frequency[(label, " ".join(t))]))
+        return max(fits, key=lambda t: frequency[(label, " ".join(t))])  # ties: the first seen (`by_label` order)
 
     out = []
     for name, (_, label) in zip(names, mentions):
