@@ -261,12 +261,20 @@ class Pipeline:
             it.dedup = outcome
 
     def enrich(self, items: list[_Item]) -> None:
-        """NER for new English articles; duplicates reuse their original's entities."""
+        """NER for new English articles; duplicates reuse their original's entities, but for the copies of a
+        dead-lettered original (clustered as new articles: they are tagged)."""
+        self._tag([it for it in items if not it.dedup.duplicate_of])
+        originals, dead = self._originals(items)
+        for it in items:
+            it.orphan = (it.dedup.duplicate_of or it.dedup.update_of) in dead
+            if it.dedup.duplicate_of and not it.orphan:
+                it.entities = relocate(originals[it.dedup.duplicate_of], it.article.title, it.article.text or "")
+        self._tag([it for it in items if it.dedup.duplicate_of and it.orphan])
+
+    def _tag(self, items: list[_Item]) -> None:
         to_tag: list[_Item] = []
         for it in items:
             lang = it.article.lang
-            if it.dedup.duplicate_of:
-                continue
             if lang and not lang.lower().startswith("en"):
                 it.skipped_language = lang
                 continue
@@ -275,11 +283,6 @@ class Pipeline:
             tagged = self.extractor.extract([(it.article.title, it.article.text or "") for it in to_tag])
             for it, ents in zip(to_tag, tagged):
                 it.entities = ents
-        originals, dead = self._originals(items)
-        for it in items:
-            it.orphan = (it.dedup.duplicate_of or it.dedup.update_of) in dead
-            if it.dedup.duplicate_of:
-                it.entities = relocate(originals[it.dedup.duplicate_of], it.article.title, it.article.text or "")
 
     def _originals(self, items: list[_Item]) -> tuple[dict[str, list[Entity]], set[str]]:
         """Entities of every original a duplicate or an update in the batch points at (this batch or stored),

@@ -62,10 +62,11 @@ def test_the_copies_of_a_poison_article_do_not_wait_for_it(pipeline):
     """It holds its dedup claim but will never have a decision: its copies go on without it, at once."""
     poison = article(2, title="POISON headline")
     assert pipeline.process(incoming([poison]))[0].dead_letter is not None
-    copy = {**poison, "id": "copy", "url": "https://other.example/2"}
+    copy = {**poison, "id": "copy", "url": "https://other.example/2", "title": "Poison headline (wire)"}
     decided = pipeline.process(incoming([copy]))[0]
     assert decided.dead_letter is None and decided.decision.duplicate_of == "a2" and decided.decision.story_id
     assert [e.event for e in decided.events] == ["created"]  # a new article in its place: its original has no story
+    assert [e.canonical for e in decided.decision.entities] == ["Poison"]  # and tagged as one (the stand-in NER)
     again = pipeline.process(incoming([poison]))[0]  # redelivered, it is dead-lettered again, not replayed
     assert again.dead_letter is not None and not again.redelivered
 
