@@ -41,9 +41,11 @@ def mutate(rng: random.Random) -> bytes:
     if kind == 4:  # deep nesting
         depth = rng.randrange(33, 20_000)
         return b'{"a":' * depth + b"1" + b"}" * depth
-    if kind == 5:  # dates that are not dates (implausible but real dates fall back instead: see test_pipeline)
+    if kind == 5:  # dates that are not dates (implausible but real dates fall back instead: see test_pipeline; an
+        # empty one is a missing date: see test_validation)
         return json.dumps({**GOOD, "published_at": rng.choice(["0000-00-00", "99999-01-01", "2026-13-45",
-                                                               "yesterday", "", "1e400", "2026-02-30"])}).encode()
+                                                               "yesterday", "Thu, 45 Foo 2013", "1e400",
+                                                               "2026-02-30"])}).encode()
     if kind == 6:  # control characters and NULs in place of fields
         junk = "".join(chr(rng.randrange(0, 33)) for _ in range(rng.randrange(1, 40)))
         return json.dumps({**GOOD, "url": junk}).encode() if rng.random() < 0.5 else junk.encode()
