@@ -28,6 +28,9 @@ def test_canonical_url_tolerates_garbage_port():
 ])
 def test_canonical_url_gives_one_spelling_per_document_and_keeps_documents_apart(one, other, same):
     assert (canonical_url(one) == canonical_url(other)) is same
+
+
+def test_canonical_url_keeps_the_brackets_of_an_ipv6_host():
     assert canonical_url("http://[2001:db8::1]:8080/x") == "https://[2001:db8::1]:8080/x"
 
 
