@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -45,6 +46,21 @@ def main() -> None:
     """Raw scraped news in, deduplicated entity-tagged story events out."""
 
 
+class _StartupBeat:
+    """While the broker cannot be reached at start: the liveness heartbeat (a restart would not bring the broker
+    back), and a warning every 30 s."""
+
+    def __init__(self, path: str):
+        self.path, self.warned_at = path, 0.0
+
+    def __call__(self, error: Exception) -> None:
+        with open(self.path, "a"):
+            os.utime(self.path)
+        if time.monotonic() - self.warned_at >= 30:
+            self.warned_at = time.monotonic()
+            log.warning("waiting_for_broker", reason=repr(error))
+
+
 @main.command()
 def run() -> None:
     """Consume the input topic in a consumer group until SIGTERM/SIGINT."""
@@ -54,10 +70,13 @@ def run() -> None:
     from .stream import StreamWorker
 
     settings = _settings()
+    # Until the loop takes over, a stop ends the start (as PID 1 in a container, Python would ignore SIGTERM).
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: sys.exit(0))
     log.info("starting", version=__version__, pid=os.getpid(), settings=settings.redacted())
     extractor = EntityExtractor(batch_size=settings.ner_batch_size)
     extractor.extract([("Warm-up", "The model loads before the worker joins its group.")])
-    wait_for_broker(settings, timeout=300)
+    wait_for_broker(settings, timeout=None, waiting=_StartupBeat(settings.heartbeat_file))
     pipeline = Pipeline(settings, _redis(settings), settings.redis_namespace, live=True, extractor=extractor)
     pipeline.stories.warm_up()
     sys.exit(StreamWorker(settings, pipeline).run())

@@ -94,7 +94,7 @@ class StreamWorker:
                     self._periodic(consumer)
                     next_stats = time.monotonic() + self.settings.stats_interval_s
         finally:
-            self._periodic(consumer)
+            self._periodic(consumer, stopping=True)
             consumer.close(autocommit=False)  # leaves the group: partitions move at once
             self.publisher.close()
             log.info("stopped")
@@ -214,20 +214,26 @@ class StreamWorker:
         except KafkaError as exc:
             raise DependencyUnavailable(f"commit failed: {exc!r}") from exc
 
-    def _periodic(self, consumer: KafkaConsumer) -> None:
-        """Stats line, and story_closed events for stories that left the active window."""
+    def _periodic(self, consumer: KafkaConsumer, stopping: bool = False) -> None:
+        """Stats line, and story_closed events for stories that left the active window.
+
+        When stopping, only the stats line, with a lag query of a second at most: closing is left to the
+        replicas that stay (the events are queued in Redis), so a stop during an outage ends within its deadline
+        and the grace period."""
+        if not stopping:
+            try:
+                self.pipeline.check_redis_identity()
+                closed = self.pipeline.close_expired()
+                if closed:
+                    self.publisher.publish((self.settings.output_topic, e.story_id.encode(),
+                                            e.model_dump_json().encode()) for e in closed)
+                    self.pipeline.confirm_closed(closed)  # unconfirmed, they are offered again next time
+                    self.stats.closed += len(closed)
+            except DependencyUnavailable as exc:
+                log.warning("close_expired_failed", reason=str(exc))
+            self._heartbeat()
         try:
-            self.pipeline.check_redis_identity()
-            closed = self.pipeline.close_expired()
-            if closed:
-                self.publisher.publish((self.settings.output_topic, e.story_id.encode(),
-                                        e.model_dump_json().encode()) for e in closed)
-                self.pipeline.confirm_closed(closed)  # unconfirmed, they are offered again next time
-                self.stats.closed += len(closed)
-        except DependencyUnavailable as exc:
-            log.warning("close_expired_failed", reason=str(exc))
-        try:
-            current_lag = lag(consumer, timeout_ms=self._kafka_timeout_ms)
+            current_lag = lag(consumer, timeout_ms=1000 if stopping else self._kafka_timeout_ms)
         except KafkaError:
             current_lag = None
         log.info("stats", **self.stats.snapshot(), lag=current_lag)

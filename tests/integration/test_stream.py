@@ -150,3 +150,38 @@ def test_sigterm_mid_stream_commits_exactly_what_was_published(stack):
             below.add(json.loads(r.value)["id"])
     assert 0 < len(below) < len(articles), "the stop should land mid-stream"
     assert published == below
+
+
+def test_a_worker_started_while_the_broker_is_unreachable_stays_alive_and_stops_cleanly(tmp_path):
+    """It waits for the broker as long as it takes, touching its liveness heartbeat (a restart would not bring the
+    broker back), and a SIGTERM during that wait ends it with exit 0 (as PID 1, Python would ignore it)."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:  # a loopback port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    beat = tmp_path / "alive"
+    env = {**os.environ, "SW_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{port}", "SW_HEARTBEAT_FILE": str(beat),
+           "SW_LOG_FORMAT": "json", "SW_STORY_EMBEDDINGS": "false"}
+    proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "run"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120  # the NER model loads first
+        while time.monotonic() < deadline and not beat.exists() and proc.poll() is None:
+            time.sleep(0.5)
+        assert beat.exists() and proc.poll() is None, "no heartbeat while waiting for the broker"
+        first = beat.stat().st_mtime
+        deadline = time.monotonic() + 30  # one beat per connection attempt, well within `check`'s 60 s
+        while time.monotonic() < deadline and beat.stat().st_mtime == first:
+            time.sleep(0.5)
+        assert beat.stat().st_mtime > first and proc.poll() is None  # still beating, still waiting
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()

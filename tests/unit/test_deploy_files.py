@@ -220,7 +220,7 @@ def test_compose_worker_builds_the_dockerfile_and_is_wired(services):
     assert deps.get("kafka") == "service_healthy" and deps.get("redis") == "service_healthy", deps
     assert deps.get("topics") == "service_completed_successfully", deps
     assert (worker.get("deploy") or {}).get("replicas") == 2, worker.get("deploy")
-    assert worker.get("stop_grace_period") == "45s", worker.get("stop_grace_period")
+    assert worker.get("stop_grace_period") == "120s", worker.get("stop_grace_period")
 
 
 def test_compose_one_shot_services_use_the_worker_image(services):
@@ -258,10 +258,11 @@ def test_k8s_deployment_runs_non_root_with_liveness_probe(k8s):
     assert sec.get("runAsUser") not in (None, 0), sec
     assert sec.get("readOnlyRootFilesystem") is True, sec
     assert sec.get("allowPrivilegeEscalation") is False, sec
-    probe = container.get("livenessProbe") or {}
-    assert (probe.get("exec") or {}).get("command", [])[:2] == ["story-worker", "check"], probe
+    for kind in ("startupProbe", "livenessProbe", "readinessProbe"):
+        probe = container.get(kind) or {}
+        assert (probe.get("exec") or {}).get("command", [])[:2] == ["story-worker", "check"], (kind, probe)
     assert deployment["spec"]["replicas"] == 3
-    assert pod.get("terminationGracePeriodSeconds") == 45
+    assert pod.get("terminationGracePeriodSeconds") >= 30 + 30 + 30  # attempt in flight, deadline, last attempt
     assert (container.get("resources") or {}).get("limits", {}).get("memory"), "no memory limit"
 
 

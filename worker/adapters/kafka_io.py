@@ -5,6 +5,7 @@ i.e. after the broker acknowledged every event and dead letter of the batch.
 """
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -118,27 +119,33 @@ class Publisher:
 def lag(consumer: KafkaConsumer, timeout_ms: int = 5000) -> int | None:
     """High watermark minus committed offset over assigned partitions (tansu's end_offsets is unreliable).
 
-    Bounded: without a timeout `committed()` waits for the broker forever, which stalls the loop in an outage.
+    Bounded, `timeout_ms` for all partitions together: without a timeout `committed()` waits for the broker
+    forever, which stalls the loop in an outage; None when the time ran out.
     """
+    deadline = time.monotonic() + timeout_ms / 1000
     total = 0
     for tp in consumer.assignment():
         high = consumer.highwater(tp)
-        if high is None:
+        left_ms = int((deadline - time.monotonic()) * 1000)
+        if high is None or left_ms <= 0:
             return None
-        committed = consumer.committed(tp, timeout_ms=timeout_ms) or 0
+        committed = consumer.committed(tp, timeout_ms=left_ms) or 0
         total += max(0, high - committed)
     return total
 
 
-def wait_for_broker(settings: Settings, timeout: float = 60.0) -> None:
-    """Block until the bootstrap servers answer a metadata request."""
-    deadline = time.monotonic() + timeout
+def wait_for_broker(settings: Settings, timeout: float | None = 60.0, waiting=None) -> None:
+    """Block until the bootstrap servers answer a metadata request (`timeout` None: however long it takes),
+    calling `waiting(last error)` between attempts (the worker's liveness heartbeat)."""
+    deadline = time.monotonic() + timeout if timeout is not None else math.inf
     last: Any = None
     while time.monotonic() < deadline:
         try:
-            KafkaAdminClient(**settings.kafka_common(), request_timeout_ms=5000).close()
+            KafkaAdminClient(**settings.kafka_common(), request_timeout_ms=5000, bootstrap_timeout_ms=5000).close()
             return
         except (KafkaError, OSError) as exc:
             last = exc
+            if waiting is not None:
+                waiting(exc)
             time.sleep(0.5)
     raise DependencyUnavailable(f"Kafka at {settings.kafka_bootstrap_servers} unreachable: {last!r}")
