@@ -77,10 +77,15 @@ class DiskMemo:
             self.dirty = False
 
 
-def measuring_setup(cache: str) -> tuple[Settings, object, DiskMemo, DiskMemo]:
-    """Settings, a Redis client (REDIS_URL) and the disk-memoised NER and lead embedder in `cache`."""
+def measuring_setup(cache: str) -> tuple[Settings, object, DiskMemo, DiskMemo] | None:
+    """Settings, a Redis client (REDIS_URL) and the disk-memoised NER and lead embedder in `cache`, with
+    ../shared/tools importable (its `score`); None, said on stdout, when the labelled data is absent."""
     from worker.cli import _redis
 
+    if not (SHARED / "data").is_dir():
+        print(f"labelled data not found at {SHARED / 'data'}: nothing to measure")
+        return None
+    sys.path.insert(0, str(SHARED / "tools"))
     settings = Settings()
     return (settings, _redis(settings), DiskMemo(Path(cache) / "entities.pkl", lambda: EntityExtractor().extract),
             DiskMemo(Path(cache) / "embeddings.pkl", lambda: Embedder().embed))
@@ -92,13 +97,12 @@ def main() -> int:
     ap.add_argument("--variants", nargs="*", choices=sorted(VARIANTS), default=list(VARIANTS))
     ap.add_argument("--cache", default=str(ROOT / ".cache" / "ablate"))
     a = ap.parse_args()
-    if not (SHARED / "data").is_dir():
-        print(f"labelled data not found at {SHARED / 'data'}: nothing to measure")
+    setup = measuring_setup(a.cache)
+    if setup is None:
         return 0
-    sys.path.insert(0, str(SHARED / "tools"))
+    settings, client, entities, embeddings = setup
     from score import read_jsonl, score_stories
 
-    settings, client, entities, embeddings = measuring_setup(a.cache)
     extractor, embedder = SimpleNamespace(extract=entities), SimpleNamespace(embed=embeddings)
     work = Path(tempfile.mkdtemp(prefix="ablate-"))
     print(f"{'set':26} {'variant':14} {'bc_P':>6} {'bc_R':>6} {'bc_F1':>6} {'pw_P':>6} {'pw_R':>6} {'pw_F1':>6} "

@@ -65,13 +65,12 @@ def main() -> int:
     ap.add_argument("--sets", nargs="*", choices=STORY_SETS, default=STORY_SETS)
     ap.add_argument("--cache", default=str(ROOT / ".cache" / "ablate"))
     a = ap.parse_args()
-    if not (SHARED / "data").is_dir():
-        print(f"labelled data not found at {SHARED / 'data'}: nothing to measure")
+    setup = measuring_setup(a.cache)
+    if setup is None:
         return 0
-    sys.path.insert(0, str(SHARED / "tools"))
+    settings, client, entities, embeddings = setup
     from score import read_jsonl
 
-    settings, client, entities, embeddings = measuring_setup(a.cache)
     work = Path(tempfile.mkdtemp(prefix="join-errors-"))
     rows_of = {}
     for set_name in a.sets:
