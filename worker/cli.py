@@ -54,8 +54,9 @@ class _StartupBeat:
         self.path, self.warned_at = path, 0.0
 
     def __call__(self, error: Exception) -> None:
-        with open(self.path, "a"):
-            os.utime(self.path)
+        from .stream import touch_heartbeat
+
+        touch_heartbeat(self.path)
         if time.monotonic() - self.warned_at >= 30:
             self.warned_at = time.monotonic()
             log.warning("waiting_for_broker", reason=repr(error))

@@ -7,6 +7,7 @@ import uuid
 
 import pytest
 
+from worker.batch import run_batch
 from worker.core.entities import Entity
 from worker.models import SourceRecord
 from worker.pipeline import Incoming, OriginalPending, Pipeline
@@ -41,6 +42,18 @@ def article(n: int, **over) -> dict:
 def incoming(docs: list) -> list[Incoming]:
     return [Incoming(value=d if isinstance(d, bytes) else json.dumps(d).encode(),
                      source=SourceRecord(topic="t", partition=0, offset=i, timestamp=None)) for i, d in enumerate(docs)]
+
+
+def decisions_by_cut(redis_client, tmp_path, docs: list[dict], chunks) -> dict[int, list[dict]]:
+    """Batch mode over `docs`, once per chunk size: its decision lines."""
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(d) + "\n" for d in docs))
+    outs = {}
+    for chunk in chunks:
+        out = tmp_path / f"out{chunk}.jsonl"
+        run_batch(Settings(), redis_client, src, out, chunk=chunk, extractor=FakeExtractor())
+        outs[chunk] = [json.loads(line) for line in out.read_text().splitlines()]
+    return outs
 
 
 @pytest.fixture
@@ -142,8 +155,6 @@ def test_an_update_waits_for_its_original_while_another_replica_decides_it(redis
 def test_batch_decisions_do_not_depend_on_how_the_input_is_cut(redis_client, tmp_path):
     """New reports, copies, an update that changes what a later report is scored against, and an update of a
     copy (same URL as the copy, new content), which must find the copy's record whichever batch holds it."""
-    from worker.batch import run_batch
-
     first = article(1, title="Lisbon ferry timetable changes")
     docs = [first, article(2), {**first, "id": "copy", "url": "https://copies.example/1", "source": "copier"},
             {**first, "id": "a1-v2", "title": "Porto ferry timetable changes",
@@ -153,13 +164,7 @@ def test_batch_decisions_do_not_depend_on_how_the_input_is_cut(redis_client, tmp
             article(4), {**article(2), "id": "copy2", "url": "https://copies.example/2", "source": "copier"},
             {**first, "id": "copy-v2", "url": "https://copies.example/1", "source": "copier",
              "text": first["text"] + "The copier added a paragraph of its own on the ferry fares."}]
-    src = tmp_path / "in.jsonl"
-    src.write_text("".join(json.dumps(d) + "\n" for d in docs))
-    outs = {}
-    for chunk in (1, 3, 64):
-        out = tmp_path / f"out{chunk}.jsonl"
-        run_batch(Settings(), redis_client, src, out, chunk=chunk, extractor=FakeExtractor())
-        outs[chunk] = [json.loads(line) for line in out.read_text().splitlines()]
+    outs = decisions_by_cut(redis_client, tmp_path, docs, (1, 3, 64))
     assert outs[1] == outs[3] == outs[64]
     decided = {d["id"]: d for d in outs[1]}
     assert decided["a1-v2"]["update_of"] == "a1" and decided["copy"]["duplicate_of"] == "a1"
@@ -185,8 +190,6 @@ def test_a_dead_letter_is_offered_until_acknowledged_then_never_again(pipeline):
 def test_a_copy_s_event_time_moves_the_clock_for_the_reports_after_it_whatever_the_batch_cut(redis_client, tmp_path):
     """The copy comes last within its batch, yet the active window of the report after it ends where the
     copy's time put the clock, as it does when the report comes in a later batch."""
-    from worker.batch import run_batch
-
     day = lambda n: (dt.datetime(2026, 1, 1, 8, tzinfo=dt.timezone.utc) + dt.timedelta(days=n)).isoformat()  # noqa: E731
     first = article(1, published_at=day(16))
     other = article(2, published_at=day(255), title="Quarry blast shakes Millbrook",
@@ -194,13 +197,7 @@ def test_a_copy_s_event_time_moves_the_clock_for_the_reports_after_it_whatever_t
     docs = [first, other, {**other, "id": "copy", "url": "https://copies.example/2", "published_at": day(261)},
             {**article(3), "title": first["title"], "published_at": day(17),
              "text": "The harbour authority of town 1 changed its ferry timetable again after complaints. " * 3}]
-    src = tmp_path / "in.jsonl"
-    src.write_text("".join(json.dumps(d) + "\n" for d in docs))
-    outs = {}
-    for chunk in (1, 64):
-        out = tmp_path / f"out{chunk}.jsonl"
-        run_batch(Settings(), redis_client, src, out, chunk=chunk, extractor=FakeExtractor())
-        outs[chunk] = [json.loads(line) for line in out.read_text().splitlines()]
+    outs = decisions_by_cut(redis_client, tmp_path, docs, (1, 64))
     assert outs[1] == outs[64]
     decided = {d["id"]: d for d in outs[1]}
     assert decided["copy"]["duplicate_of"] == "a2"

@@ -2,6 +2,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -155,12 +160,6 @@ def test_sigterm_mid_stream_commits_exactly_what_was_published(stack):
 def test_a_worker_started_while_the_broker_is_unreachable_stays_alive_and_stops_cleanly(tmp_path):
     """It waits for the broker as long as it takes, touching its liveness heartbeat (a restart would not bring the
     broker back), and a SIGTERM during that wait ends it with exit 0 (as PID 1, Python would ignore it)."""
-    import os
-    import signal
-    import socket
-    import subprocess
-    import sys
-
     with socket.socket() as s:  # a loopback port nothing listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

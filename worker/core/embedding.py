@@ -5,7 +5,8 @@ and tokenised with the model's own `tokenizer.json` (kept in `worker/resources`:
 model load happen when the first `Embedder` is built, never at module import.
 
 An article is embedded from its title and the first `LEAD_CHARS` characters of its text, cut to the model's
-token limit (the lead says what happened; the rest of a news text drifts to background), mean-pooled over the attention mask and L2-normalised. Vectors are
+token limit (the lead says what happened; the rest of a news text drifts to background), mean-pooled over the
+attention mask and L2-normalised. Vectors are
 stored compactly as int8 (384 bytes): `quantize` / `dequantize` keep cosines within ~0.01 of float32.
 """
 from __future__ import annotations
