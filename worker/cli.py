@@ -80,6 +80,7 @@ def run() -> None:
     wait_for_broker(settings, timeout=None, waiting=_StartupBeat(settings.heartbeat_file))
     pipeline = Pipeline(settings, _redis(settings), settings.redis_namespace, live=True, extractor=extractor)
     pipeline.stories.warm_up()
+    log.info("models_loaded", embedding_threads=pipeline.stories.embedding_threads)
     sys.exit(StreamWorker(settings, pipeline).run())
 
 

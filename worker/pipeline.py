@@ -89,7 +89,7 @@ class Pipeline:
         # `cluster_config` and `embedder` are for measurement (bench/ablate_cluster.py); the worker uses settings.
         config = cluster_config or (ClusterConfig() if settings.story_embeddings else ClusterConfig(embed_weight=0.0))
         self.stories = StoryStore(client, namespace, story_ttl, settings.story_window_s, config=config,
-                                  embedder=embedder)
+                                  embedder=embedder, embedding_threads=settings.embedding_threads)
         self.decisions = DecisionLog(client, namespace, dedup_ttl)
         self.client = client
         self._last_time: float | None = None

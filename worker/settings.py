@@ -64,6 +64,8 @@ class Settings(BaseSettings):
     ner_batch_size: int = Field(32, ge=1)
     story_embeddings: bool = Field(True, description="Use lead sentence embeddings (MiniLM, ONNX) in clustering: "
                                    "better stories (headlines above all) for about 4x the CPU per article.")
+    embedding_threads: int = Field(0, ge=0, description="Threads of the embedding model; 0: the CPUs this process "
+                                   "may use (its container's CPU limit, its CPU affinity).")
     original_wait_s: float = Field(120.0, ge=0, description="How long a duplicate or an update waits for its "
                                    "original's decision (being made by another replica) before going on without it.")
     retry_initial_s: float = Field(0.5, gt=0)

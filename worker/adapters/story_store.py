@@ -107,11 +107,12 @@ class _Snapshot:
 
 class StoryStore:
     def __init__(self, client: redis.Redis, namespace: str, ttl_seconds: int | None, window_seconds: float,
-                 config: ClusterConfig | None = None, embedder=None):
+                 config: ClusterConfig | None = None, embedder=None, embedding_threads: int | None = None):
         self.redis = client
         # Sentence embeddings of the leads (worker.core.embedding): built on first need when the config weighs
         # them and the caller did not attach `ClusterInput.embedding` itself; nothing loads before that.
         self._embedder = embedder
+        self._embedding_threads = embedding_threads or None
         self.namespace = namespace
         self.ttl = int(ttl_seconds or 0)
         self.window = float(window_seconds)
@@ -139,7 +140,12 @@ class StoryStore:
     def warm_up(self) -> None:
         """Load the embedding model now (when the config uses it), so a broken install fails at start."""
         if self.config.embed_weight > 0 and self._embedder is None:
-            self._embedder = _load_embedder()
+            self._embedder = _load_embedder(self._embedding_threads)
+
+    @property
+    def embedding_threads(self) -> int | None:
+        """Threads of the loaded embedding model (None: not loaded, or attached by the caller)."""
+        return getattr(self._embedder, "threads", None)
 
     def assign(self, items: Sequence[ClusterInput], seen_before: Sequence[float] | None = None) -> list[StoryChange]:
         """Each new article, in order, joins the most similar active story or starts one.
@@ -237,7 +243,7 @@ class StoryStore:
         if not missing:
             return items
         if self._embedder is None:
-            self._embedder = _load_embedder()
+            self._embedder = _load_embedder(self._embedding_threads)
         from worker.core.embedding import lead_of
         vectors = self._embedder.embed([lead_of(items[i].title, items[i].text) for i in missing])
         for i, vector in zip(missing, vectors):
@@ -487,14 +493,14 @@ class StoryStore:
 
 
 @functools.lru_cache(maxsize=1)
-def _load_embedder():
+def _load_embedder(threads: int | None):
     """The lead embedder (onnxruntime and the model, heavy: on first need), one per process.
 
     A configuration that weighs embeddings but cannot load them fails loudly: replicas deciding with and
     without a signal would cluster inconsistently."""
     try:
         from worker.core.embedding import Embedder
-        return Embedder()
+        return Embedder(threads=threads)
     except ImportError as exc:
         raise RuntimeError(f"story embeddings are on but cannot load: {exc}. Reinstall story-worker with its "
                            "dependencies, or set SW_STORY_EMBEDDINGS=false") from exc

