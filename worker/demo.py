@@ -15,6 +15,9 @@ MALFORMED = [b"this is not json", b'{"url": "https://example.org/x", "title": 42
 
 def run_demo(input_path: Path | None, workers: int) -> int:
     path = input_path or SAMPLES
+    if not path.is_file():  # an installed package: the samples ship with the source checkout, not the wheel
+        raise click.UsageError(f"no sample articles at {path} (they come with the source checkout); "
+                               "pass --input FILE (JSON Lines articles)")
     lines = [line for line in path.read_bytes().splitlines() if line.strip()]
     ids = {json.loads(line)["id"] for line in lines}
     click.secho(f"story-worker demo: {len(lines)} articles from {path.name} + {len(MALFORMED)} malformed messages",
