@@ -31,7 +31,7 @@ def _settings() -> Settings:
 
 def _redis(settings: Settings) -> redis.Redis:
     """A client for REDIS_URL; a cluster client (same interface) when SW_REDIS_CLUSTER is set."""
-    tls = {"ssl_ca_certs": settings.redis_ssl_ca_certs} if settings.redis_ssl_ca_certs else {}
+    tls = {"ssl_ca_certs": str(settings.redis_ssl_ca_certs)} if settings.redis_ssl_ca_certs else {}
     timeouts = {"socket_timeout": settings.redis_timeout_s, "socket_connect_timeout": settings.redis_timeout_s}
     if settings.redis_cluster:
         from redis.cluster import RedisCluster

@@ -5,10 +5,11 @@ Every setting is an environment variable with the `SW_` prefix (`SW_KAFKA_BOOTST
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, FilePath, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -28,9 +29,10 @@ class Settings(BaseSettings):
     kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     kafka_sasl_username: str | None = None
     kafka_sasl_password: SecretStr | None = None
-    kafka_ssl_cafile: str | None = None
-    kafka_ssl_certfile: str | None = None
-    kafka_ssl_keyfile: str | None = None
+    # TLS files must exist at start: a wrong path fails the start with its name, not every connection later.
+    kafka_ssl_cafile: FilePath | None = None
+    kafka_ssl_certfile: FilePath | None = None
+    kafka_ssl_keyfile: FilePath | None = None
     kafka_ssl_password: SecretStr | None = None
     session_timeout_ms: int = Field(45000, ge=1000, description="Lower (6000) on tansu: it delays joins by half.")
     heartbeat_interval_ms: int = Field(3000, ge=100)
@@ -50,7 +52,7 @@ class Settings(BaseSettings):
     redis_cluster: bool = Field(False, description="REDIS_URL names a node of a Redis Cluster.")
     redis_namespace: str = Field("sw", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
     redis_timeout_s: float = Field(5.0, gt=0)
-    redis_ssl_ca_certs: str | None = None
+    redis_ssl_ca_certs: FilePath | None = None
 
     # Processing
     max_message_bytes: int = Field(1_000_000, ge=1024, description="Input larger than this is dead-lettered.")
@@ -108,13 +110,17 @@ class Settings(BaseSettings):
             cfg.update(sasl_mechanism=self.kafka_sasl_mechanism, sasl_plain_username=self.kafka_sasl_username,
                        sasl_plain_password=_secret(self.kafka_sasl_password))
         if self.kafka_security_protocol in ("SSL", "SASL_SSL"):
-            cfg.update(ssl_cafile=self.kafka_ssl_cafile, ssl_certfile=self.kafka_ssl_certfile,
-                       ssl_keyfile=self.kafka_ssl_keyfile, ssl_password=_secret(self.kafka_ssl_password))
+            cfg.update(ssl_cafile=_path(self.kafka_ssl_cafile), ssl_certfile=_path(self.kafka_ssl_certfile),
+                       ssl_keyfile=_path(self.kafka_ssl_keyfile), ssl_password=_secret(self.kafka_ssl_password))
         return cfg
 
 
 def _secret(value: SecretStr | None) -> str | None:
     return value.get_secret_value() if value else None
+
+
+def _path(value: Path | None) -> str | None:
+    return str(value) if value else None
 
 
 def redact_url(url: str) -> str:

@@ -2,7 +2,13 @@
 import base64
 import hashlib
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
 
 from worker.models import DeadLetter, SourceRecord
 from worker.schema_export import check_schemas, render
@@ -59,3 +65,20 @@ def test_settings_redact_secrets(monkeypatch):
 
 def test_redact_url_without_password_is_unchanged():
     assert redact_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+
+
+def test_tls_files_must_exist_at_start_and_reach_the_clients_as_paths(monkeypatch, tmp_path):
+    monkeypatch.setenv("SW_KAFKA_SECURITY_PROTOCOL", "SSL")
+    monkeypatch.setenv("SW_KAFKA_SSL_CAFILE", str(tmp_path / "missing-ca.pem"))
+    with pytest.raises(ValidationError, match="kafka_ssl_cafile"):
+        Settings()
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    monkeypatch.setenv("SW_KAFKA_SSL_CAFILE", str(ca))
+    monkeypatch.setenv("SW_REDIS_SSL_CA_CERTS", str(ca))
+    settings = Settings()
+    assert settings.kafka_common()["ssl_cafile"] == str(ca)
+    assert settings.redacted()["redis_ssl_ca_certs"] == str(ca)
+    result = subprocess.run([sys.executable, "-m", "worker.cli", "check"], capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "SW_REDIS_SSL_CA_CERTS": str(tmp_path / "gone.pem")})
+    assert result.returncode == 2 and "redis_ssl_ca_certs" in result.stderr, result.stderr

@@ -277,6 +277,17 @@ def test_k8s_config_and_secrets_are_wired(k8s):
     assert not {"REDIS_URL", "SW_KAFKA_SASL_PASSWORD"} & set(config["data"]), "secrets in the ConfigMap"
 
 
+def test_k8s_tls_ca_files_are_mounted_from_the_secret(k8s):
+    pod = k8s["Deployment"]["spec"]["template"]["spec"]
+    mounts = {m["name"]: m["mountPath"] for m in pod["containers"][0].get("volumeMounts", [])}
+    files = {f"{mounts[v['name']]}/{item['path']}" for v in pod.get("volumes", []) if "secret" in v
+             and v["name"] in mounts for item in v["secret"].get("items", [])}
+    config = k8s["ConfigMap"]["data"]
+    assert config["SW_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+    for key in ("SW_KAFKA_SSL_CAFILE", "SW_REDIS_SSL_CA_CERTS"):  # the worker refuses to start without the file
+        assert config.get(key) in files, (key, config.get(key), files)
+
+
 # --------------------------------------------------------------------------------------------- samples
 
 def test_sample_articles_validate_and_ids_are_unique():
