@@ -1,7 +1,9 @@
 """Structured logging: JSON lines for machines, readable console output on a TTY.
 
 One call at start (`configure`); everything else asks `structlog.get_logger()`. Standard-library loggers
-(kafka-python, redis) are routed through the same renderer and held at WARNING so they cannot flood.
+(kafka-python, redis) are routed through the same renderer, tracebacks included, and held at WARNING so they
+cannot flood. Both write each line with one call: kafka-python logs from its own threads, and a line written
+in two parts (as `print` does) can be split by another thread's line, which no JSON reader can parse.
 """
 from __future__ import annotations
 
@@ -24,12 +26,13 @@ def configure(fmt: str = "auto", level: str = "INFO") -> None:
         processors=[*shared, structlog.processors.StackInfoRenderer(), structlog.processors.format_exc_info,
                     renderer],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        logger_factory=structlog.WriteLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,
     )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
-        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, structlog.processors.format_exc_info,
+                    renderer],
         foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name]))
     root = logging.getLogger()
     root.handlers = [handler]

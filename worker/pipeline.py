@@ -405,7 +405,8 @@ def _redis_failures():
         yield
     # Unreachable, loading, read-only replica, out of memory, no cluster node answering: never the message.
     except (redis.RedisError, redis.exceptions.RedisClusterException) as exc:
-        raise DependencyUnavailable(f"Redis unavailable: {exc!r}") from exc
+        # The message, not the repr: redis-py 8 reprs an error as its kind alone ("network:ConnectionError").
+        raise DependencyUnavailable(f"Redis unavailable: {type(exc).__name__}: {exc}") from exc
     except StoreConflict as exc:
         raise DependencyUnavailable(f"story state kept changing under this batch: {exc}") from exc
 

@@ -124,10 +124,15 @@ def _path(value: Path | None) -> str | None:
 
 
 def redact_url(url: str) -> str:
-    """`redis://user:pw@host/0` -> `redis://user:***@host/0`."""
+    """`redis://user:pw@host/0` -> `redis://user:***@host/0`; a `password` query parameter (which redis-py
+    also reads) is masked too."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return urlunsplit((parts.scheme, user + netloc, parts.path, parts.query, parts.fragment))
+    netloc, query = parts.netloc, parts.query
+    if parts.password is not None:
+        user = f"{parts.username}:***@" if parts.username else ":***@"
+        netloc = user + netloc.rsplit("@", 1)[1]
+    if query:
+        query = "&".join(f"{name}=***" if name.casefold() == "password" else
+                         (f"{name}={value}" if sep else name)
+                         for name, sep, value in (item.partition("=") for item in query.split("&")))
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))

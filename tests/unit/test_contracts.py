@@ -65,6 +65,13 @@ def test_settings_redact_secrets(monkeypatch):
 
 def test_redact_url_without_password_is_unchanged():
     assert redact_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+    assert redact_url("redis://h/0?db=2&flag") == "redis://h/0?db=2&flag"
+
+
+def test_redact_url_masks_a_password_given_as_a_query_parameter():
+    """redis-py reads `?password=` too."""
+    assert redact_url("redis://h:6379/0?password=s3cr3t&db=2") == "redis://h:6379/0?password=***&db=2"
+    assert redact_url("rediss://u:pw@h/0?password=s3cr3t") == "rediss://u:***@h/0?password=***"
 
 
 def test_tls_files_must_exist_at_start_and_reach_the_clients_as_paths(monkeypatch, tmp_path):

@@ -1,0 +1,43 @@
+"""Every log line is one JSON object, also while kafka-python logs from its own threads, tracebacks included."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# The worker's own lines and a library's (the stdlib bridge, from another thread, as kafka-python's heartbeat
+# thread logs), then a library error with its traceback. Run apart: `configure` sets process-wide logging.
+_SCRIPT = r"""
+import logging, threading, structlog
+from worker import logs
+logs.configure("json", "INFO")
+def library():
+    lg = logging.getLogger("kafka.coordinator.heartbeat")
+    for i in range(5000):
+        lg.warning("Heartbeat session expired %d", i)
+    try:
+        1 / 0
+    except ZeroDivisionError:
+        lg.exception("heartbeat failed")
+thread = threading.Thread(target=library)
+thread.start()
+log = structlog.get_logger()
+for i in range(5000):
+    log.info("stats", articles=i)
+thread.join()
+"""
+
+
+def test_concurrent_lines_stay_whole_and_library_tracebacks_are_text():
+    done = subprocess.run([sys.executable, "-c", _SCRIPT], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stderr.splitlines()
+    assert len(lines) == 10001
+    records = []
+    for line in lines:
+        records.append(json.loads(line))  # a line split by another thread's would not parse
+    assert sum(r["event"] == "stats" for r in records) == 5000
+    (failed,) = [r for r in records if r["event"] == "heartbeat failed"]
+    assert failed["level"] == "error" and failed["logger"] == "kafka.coordinator.heartbeat"
+    assert "ZeroDivisionError: division by zero" in failed["exception"] and "Traceback" in failed["exception"]
