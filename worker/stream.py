@@ -62,6 +62,7 @@ class StreamWorker:
         self.stats = Stats()
         self._stop = threading.Event()
         self._beat_at = 0.0
+        self._next_stats = time.monotonic() + settings.stats_interval_s
         self._kafka_timeout_ms = int(settings.produce_timeout_s * 1000)
 
     def request_stop(self, *_args) -> None:
@@ -75,7 +76,8 @@ class StreamWorker:
         signal.signal(signal.SIGINT, self.request_stop)
         rebalances = _Rebalances()
         consumer = make_consumer(self.settings, rebalances)
-        next_stats = time.monotonic() + self.settings.stats_interval_s
+        self._next_stats = time.monotonic() + self.settings.stats_interval_s
+        poll_backoff = self.settings.retry_initial_s
         try:
             while not self._stop.is_set():
                 self._heartbeat()
@@ -83,16 +85,22 @@ class StreamWorker:
                     polled = consumer.poll(timeout_ms=self.settings.poll_timeout_ms,
                                            max_records=self.settings.max_batch)
                 except KafkaError as exc:  # nothing read, nothing committed: try again, do not exit
-                    log.warning("poll_failed", reason=repr(exc))
-                    self._stop.wait(self.settings.retry_initial_s)
+                    log.warning("poll_failed", reason=repr(exc), backoff_s=round(poll_backoff, 2))
+                    self._stop.wait(poll_backoff)
+                    poll_backoff = min(poll_backoff * 2, self.settings.retry_max_s)
+                    if time.monotonic() >= self._next_stats:
+                        self._stats_line(consumer, lag_timeout_ms=1000)
                     continue
+                poll_backoff = self.settings.retry_initial_s
                 records = _in_order(polled)
                 if records:
                     rebalances.revoked.clear()
                     self._handle(consumer, records, rebalances)
-                if time.monotonic() >= next_stats:
+                if time.monotonic() >= self._next_stats:
                     self._periodic(consumer)
-                    next_stats = time.monotonic() + self.settings.stats_interval_s
+        except Exception:
+            log.exception("worker_failed")  # an unexpected error ends the process (exit 1): say so as an event
+            raise
         finally:
             self._periodic(consumer, stopping=True)
             consumer.close(autocommit=False)  # leaves the group: partitions move at once
@@ -168,6 +176,8 @@ class StreamWorker:
                     time.sleep(0.5)
                     continue
                 fetched += _in_order(polled)
+                if time.monotonic() >= self._next_stats:
+                    self._stats_line(consumer, lag_timeout_ms=1000)  # an outage shows while it lasts
         finally:
             rebalances.pause_assigned = None
             consumer.resume(*consumer.paused())
@@ -231,11 +241,16 @@ class StreamWorker:
             except DependencyUnavailable as exc:
                 log.warning("close_expired_failed", reason=str(exc))
             self._heartbeat()
+        self._stats_line(consumer, lag_timeout_ms=1000 if stopping else self._kafka_timeout_ms)
+
+    def _stats_line(self, consumer: KafkaConsumer, lag_timeout_ms: int) -> None:
+        """The stats line: the interval's counters and the consumer lag (null when the broker did not answer)."""
         try:
-            current_lag = lag(consumer, timeout_ms=1000 if stopping else self._kafka_timeout_ms)
+            current_lag = lag(consumer, timeout_ms=lag_timeout_ms)
         except KafkaError:
             current_lag = None
         log.info("stats", **self.stats.snapshot(), lag=current_lag)
+        self._next_stats = time.monotonic() + self.settings.stats_interval_s
 
 
 def touch_heartbeat(path: str) -> None:

@@ -2,8 +2,13 @@
 the consumer, publisher and pipeline (the real broker path: tests/integration and tests/faults)."""
 import datetime as dt
 import json
+import threading
+import time
 from types import SimpleNamespace
 
+import pytest
+import structlog
+from kafka.errors import KafkaConnectionError
 from kafka.structs import TopicPartition
 
 from worker.errors import DependencyUnavailable
@@ -129,3 +134,90 @@ def test_a_partition_that_moved_during_the_retry_is_left_to_its_new_owner_to_com
     worker._handle(consumer, records, SimpleNamespace(revoked=set()))
     committed, = consumer.commits
     assert {tp.partition: meta.offset for tp, meta in committed.items()} == {0: 8}
+
+
+class ConsumerWithLag(Consumer):
+    def poll(self, timeout_ms=0, max_records=None):
+        time.sleep(min(timeout_ms, 20) / 1000)  # a poll of an idle, paused consumer waits out its timeout
+        return {}
+
+    def highwater(self, tp):
+        return 10
+
+    def committed(self, tp, timeout_ms=None):
+        return 4
+
+
+class RedisDownForAWhile:
+    """Fails with a retriable error for `seconds`, then decides."""
+
+    def __init__(self, seconds):
+        self.until = time.monotonic() + seconds
+
+    def process(self, batch):
+        if time.monotonic() < self.until:
+            raise DependencyUnavailable("Redis unavailable: ConnectionError: refused")
+        return [Result(Decision(id=f"a{i}"), events=[event(f"s{i}", 1, "created")]) for i, _ in enumerate(batch)]
+
+    def confirm_published(self, results):
+        pass
+
+
+def test_stats_lines_keep_coming_while_a_batch_waits_out_an_outage():
+    """The operator's signal for an outage (`retries` > 0, interval after interval) shows while it lasts."""
+    record = SimpleNamespace(topic="in", partition=0, offset=3, value=b"{}", key=None, headers=[], timestamp=0)
+    settings = Settings(stats_interval_s=0.2, retry_initial_s=0.05, retry_max_s=0.1)
+    worker = StreamWorker(settings, pipeline=RedisDownForAWhile(1.5), publisher=SimpleNamespace(publish=list))
+    consumer = ConsumerWithLag()
+    with structlog.testing.capture_logs() as logs:
+        worker._handle(consumer, [record], SimpleNamespace(revoked=set()))
+    stats = [line for line in logs if line["event"] == "stats"]
+    assert len(consumer.commits) == 1
+    assert len(stats) >= 3, [line["event"] for line in logs]
+    assert all(s["retries"] > 0 and s["articles"] == 0 for s in stats)
+    assert {s["lag"] for s in stats} == {12}  # 10 - 4 on each of the two assigned partitions
+    assert sum(s["retries"] for s in stats) + worker.stats.retries == sum(
+        line["event"] == "batch_retry" for line in logs)
+
+
+class ConsumerPollFailing(ConsumerWithLag):
+    def poll(self, timeout_ms=0, max_records=None):
+        raise KafkaConnectionError("broker gone")
+
+    def close(self, autocommit=False):
+        pass
+
+
+def test_a_failing_poll_backs_off_exponentially_and_stats_lines_go_on(monkeypatch, tmp_path):
+    settings = Settings(stats_interval_s=0.3, retry_initial_s=0.05, retry_max_s=0.4,
+                        heartbeat_file=str(tmp_path / "beat"))
+    monkeypatch.setattr("worker.stream.make_consumer", lambda *_: ConsumerPollFailing())
+    worker = StreamWorker(settings, pipeline=None, publisher=SimpleNamespace(close=lambda: None))
+    threading.Timer(1.6, worker.request_stop).start()
+    with structlog.testing.capture_logs() as logs:
+        assert worker.run() == 0
+    backoffs = [line["backoff_s"] for line in logs if line["event"] == "poll_failed"]
+    assert backoffs[:4] == [0.05, 0.1, 0.2, 0.4] and set(backoffs[4:]) <= {0.4}, backoffs
+    assert sum(line["event"] == "stats" for line in logs) >= 3  # during the failure, and the last one
+
+
+def test_an_unexpected_error_is_logged_as_an_event_before_the_process_ends(monkeypatch, tmp_path):
+    record = SimpleNamespace(topic="in", partition=0, offset=0, value=b"{}", key=None, headers=[], timestamp=0)
+
+    class OneRecord(ConsumerWithLag):
+        def poll(self, timeout_ms=0, max_records=None):
+            return {TopicPartition("in", 0): [record]}
+
+        def close(self, autocommit=False):
+            pass
+
+    def broken(batch):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr("worker.stream.make_consumer", lambda *_: OneRecord())
+    worker = StreamWorker(Settings(heartbeat_file=str(tmp_path / "beat")), pipeline=SimpleNamespace(process=broken),
+                          publisher=SimpleNamespace(close=lambda: None))
+    with structlog.testing.capture_logs() as logs, pytest.raises(RuntimeError):
+        worker.run()
+    (failed,) = [line for line in logs if line["event"] == "worker_failed"]
+    assert failed["log_level"] == "error" and failed["exc_info"] is True
