@@ -7,8 +7,8 @@ import pytest
 
 from worker.core.cluster import (DAY, ClusterConfig, ClusterInput, add_copy, article_features, decide,
                                  df_keys, embedding_counts, embedding_mean, embedding_score, filing_keys,
-                                 merge_article, new_story, numbers_of, public_view, rank_candidates, similarity,
-                                 weigh, with_story_names)
+                                 merge_article, new_story, numbers_of, public_view, rank_candidates, replace_article,
+                                 similarity, weigh, with_story_names)
 from worker.core.embedding import DIM, dequantize, lead_of, quantize
 from worker.core.entities import Entity
 
@@ -172,13 +172,67 @@ def test_story_state_stays_current():
     f1 = weigh(article_features(first, CONFIG), Counter(), 0, CONFIG)
     f2 = weigh(article_features(second, CONFIG), Counter(), 1, CONFIG)
     story = merge_article(new_story("s", first, f1, CONFIG), second, f2, CONFIG)
-    story = add_copy(story, "copier", T0 + 2 * DAY)
+    story = add_copy(story, "copier", T0 + 2 * DAY, CONFIG)
     view = public_view(story)
     assert view["article_count"] == 2 and view["copies"] == 1
     assert set(view["sources"]) == {"outlet", "other", "copier"}
     assert view["headline"] == "Sumatra earthquake kills dozens in Banda Aceh"  # names more top entities
     assert {"canonical": "Sumatra", "label": "GPE", "count": 2} in view["top_entities"]
     assert view["first_seen"].endswith("Z") and view["last_seen"] > view["first_seen"]
+
+
+def test_a_story_at_its_caps_still_takes_in_what_its_latest_reports_name():
+    """Entities, words and outlets are bounded; a story that filled its maps still takes in a name its new
+    reports keep giving (a plain top-k by mass dropped it at every join: older names had piled up mass)."""
+    config = replace(CONFIG, story_entities_kept=16, story_terms_kept=40, story_sources_kept=8)
+    story, df = None, Counter()
+    for n in range(60):
+        names = [("Harbour City", "GPE")] + [(f"Witness{n} Quist{k}", "PERSON") for k in range(3)]
+        if n >= 40:
+            names.append(("Homer Simpson", "PERSON"))
+        item = article(f"r{n}", "Harbour inquiry hears witnesses", f"The harbour inquiry went on. word{n}a word{n}b"
+                       + (" embezzlement" if n >= 40 else ""), names, day=n * 0.1, source=f"outlet{n}")
+        features = weigh(article_features(item, config), df, 1000 + n, config)  # among 1000 other articles
+        story = new_story("s", item, features, config) if story is None else merge_article(story, item, features,
+                                                                                           config)
+        df.update(set(df_keys(features)))
+        assert len(story["entities"]) <= 16 and len(story["terms"]) <= 40 and len(story["sources"]) <= 8
+    top = [e["canonical"] for e in public_view(story)["top_entities"]]
+    assert top[:2] == ["Harbour City", "Homer Simpson"], top
+    assert "embezzlement" in story["terms"] and "outlet59" in story["sources"]
+    for _ in range(1000):  # copies from a thousand outlets
+        story = add_copy(story, f"copier{_}", T0 + 7 * DAY, config)
+    assert len(story["sources"]) <= 8 and len(public_view(story)["sources"]) <= 8
+
+
+def test_the_first_and_latest_times_and_member_vectors_are_kept_down_to_a_cap_of_one():
+    config = replace(CONFIG, story_times_kept=1, embed_members_kept=1)
+    story = None
+    for n in range(5):
+        item = replace(article(f"r{n}", "Harbour inquiry", "The inquiry went on.", [("Harbour City", "GPE")],
+                               day=n), embedding=[1.0] + [0.0] * (DIM - 1))
+        features = weigh(article_features(item, config), Counter(), n, config)
+        story = new_story("s", item, features, config) if story is None else merge_article(story, item, features,
+                                                                                           config)
+    assert story["times"] == [T0] and len(story["emb_members"]) == 1
+
+
+def test_a_correction_of_the_article_that_gave_the_headline_replaces_it():
+    springfield = [("Springfield", "GPE"), ("Illinois", "GPE")]
+    first = article("a1", "Quake kills 3 in Springfield, Illinois", "A quake hit Springfield.", springfield)
+    second = article("a2", "Rescuers search rubble", "Rescuers searched Springfield.", springfield, day=0.5)
+    f1 = weigh(article_features(first, CONFIG), Counter(), 0, CONFIG)
+    f2 = weigh(article_features(second, CONFIG), Counter(), 1, CONFIG)
+    story = merge_article(new_story("s", first, f1, CONFIG), second, f2, CONFIG)
+    assert story["headline"] == first.title
+    corrected = replace(first, article_id="a1-v2", title="Quake kills 30 in Springfield, Illinois")
+    fixed = replace_article(story, f1.entity_vector, corrected, f1, CONFIG, replaced="a1")
+    assert fixed["headline"] == corrected.title and fixed["headline_of"] == "a1-v2"
+    again = replace(corrected, article_id="a1-v3", title="Quake kills 31 in Springfield, Illinois")
+    assert replace_article(fixed, f1.entity_vector, again, f1, CONFIG, replaced="a1-v2")["headline"] == again.title
+    # an update of another article keeps the headline unless its title names more of the story
+    edited = replace(second, article_id="a2-v2", title="Rescue goes on")
+    assert replace_article(fixed, f2.entity_vector, edited, f2, CONFIG, replaced="a2")["headline"] == corrected.title
 
 
 def test_the_headline_counts_names_in_whole_words_only():

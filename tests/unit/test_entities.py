@@ -97,3 +97,18 @@ def test_relocate_finds_a_mention_as_a_whole_word_only():
     text = "Iranian officials said Iran would talk."
     moved = relocate([Entity("Iran", "GPE", 23, 27, "Iran", "text")], "", text)
     assert [(e.start, e.end) for e in moved] == [(23, 27)]
+
+
+def test_relocate_keeps_a_mention_where_the_copy_holds_it_and_never_inside_another():
+    """The k-th mention is not the k-th occurrence when the surface also occurs untagged or inside a longer name."""
+    from worker.core.entities import Entity, relocate
+
+    text = "Michael Jordan arrived in Jordan on Monday. Jordan welcomed him."
+    original = [Entity("Michael Jordan", "PERSON", 0, 14, "Michael Jordan", "text"),
+                Entity("Jordan", "GPE", 26, 32, "Jordan", "text"),
+                Entity("Jordan", "GPE", 44, 50, "Jordan", "text")]
+    assert [(e.start, e.label) for e in relocate(original, "", text)] == [(0, "PERSON"), (26, "GPE"), (44, "GPE")]
+    shifted = "AMMAN (Wire) - " + text  # a dateline in front: every offset moves by 15
+    moved = relocate(original, "", shifted)
+    assert [(e.start, e.label) for e in moved] == [(15, "PERSON"), (41, "GPE"), (59, "GPE")]
+    assert all(shifted[e.start:e.end] == e.text for e in moved)

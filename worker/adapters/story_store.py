@@ -162,17 +162,18 @@ class StoryStore:
 
     def add_duplicate(self, article_id: str, duplicate_of: str, source: str, event_time: float) -> StoryChange:
         """A duplicate joins its original's story: copies+1, its outlet counted, article_count unchanged."""
-        def apply(story: dict, original: dict) -> tuple[dict, dict]:
-            return cluster.add_copy(story, source, event_time), {}  # a copy adds no entity mass to take out later
+        def apply(story: dict, original: dict, _replaced: str) -> tuple[dict, dict]:
+            # a copy adds no entity mass to take out later
+            return cluster.add_copy(story, source, event_time, self.config), {}
         return self._change_existing(article_id, duplicate_of, event_time, "duplicate_seen", apply)
 
     def update_article(self, item: ClusterInput, update_of: str) -> StoryChange:
         """Same canonical URL, new content: stays in the earlier article's story, its entities re-counted."""
         features = self._weighed(item)
 
-        def apply(story: dict, original: dict) -> tuple[dict, dict]:
+        def apply(story: dict, original: dict, replaced: str) -> tuple[dict, dict]:
             named = cluster.with_story_names(features, story, self.config)
-            state = cluster.replace_article(story, original["entities"], item, named, self.config)
+            state = cluster.replace_article(story, original["entities"], item, named, self.config, replaced)
             return state, named.entity_vector
         return self._change_existing(item.article_id, update_of, item.event_time, "article_updated", apply,
                                      replaces=True)
@@ -399,7 +400,7 @@ class StoryStore:
     # ---- duplicates and updates -----------------------------------------------------------------------------
     def _change_existing(self, article_id: str, original_id: str, event_time: float, action: str,
                          apply, replaces: bool = False) -> StoryChange:
-        """Apply `apply(story, original record)` to the story of `original_id`, once per `article_id`.
+        """Apply `apply(story, original record, its id)` to the story of `original_id`, once per `article_id`.
 
         An update (`replaces`) marks the version it replaced; a later update naming that version (dedup finds
         an article by URL newest generation first, so two updates can name the same one) replaces the version
@@ -423,7 +424,7 @@ class StoryStore:
             if raw is None:
                 raise UnknownArticle(f"story {story_id!r} of {original_id!r} has expired")
             story = json.loads(raw)
-            state, entities = apply(story, record)
+            state, entities = apply(story, record, held)
             state["version"] = story["version"] + 1
             change = self._change(state, action, article_id, None, None, [])
             plan = self._plan()

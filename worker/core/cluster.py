@@ -73,6 +73,7 @@ class ClusterConfig:
     story_entities_kept: int = 64
     story_terms_kept: int = 200
     story_times_kept: int = 16
+    story_sources_kept: int = 64
     title_boost: float = 2.0
     # "What happened": cosine of the lead's sentence embedding (worker.core.embedding) with the story, counted
     # above a floor (unrelated news sits at 0.0-0.2, one topic type at ~0.5) and rescaled to 0..1.
@@ -280,27 +281,25 @@ def new_story(story_id: str, item: ClusterInput, features: ArticleFeatures, conf
 
 def merge_article(story: dict, item: ClusterInput, features: ArticleFeatures, config: ClusterConfig) -> dict:
     """Story state after `item` joins: entity and word mass, times, sources, headline, index keys."""
-    terms = Counter(story["terms"])
-    terms.update(features.term_vector)
     times = sorted(story["times"] + [item.event_time])
     if len(times) > config.story_times_kept:  # keep the first report and the latest ones
-        times = times[:1] + times[-(config.story_times_kept - 1):]
+        times = times[:1] + times[len(times) - (config.story_times_kept - 1):]
     state = {
         **story,
         "article_count": story["article_count"] + 1,
-        "sources": _count_source(story["sources"], item.source),
+        "sources": _count_source(story["sources"], item.source, config),
         "entities": _with_entities(story["entities"], features, 1, config),
-        "terms": dict(sorted(terms.items(), key=lambda kv: (-kv[1], kv[0]))[:config.story_terms_kept]),
+        "terms": heavy_hitters(story["terms"], features.term_vector, config.story_terms_kept),
         "times": times,
         "first_seen": min(story["first_seen"], item.event_time),
         "last_seen": max(story["last_seen"], item.event_time),
         "keys": _with_keys(story["keys"], features.index_keys, config),
         **_with_embedding(story, features, config),
         "years": dict(Counter(story.get("years", {})) + Counter(features.years)),
-        "numbers": dict(sorted((Counter(story.get("numbers", {})) + Counter(features.numbers)).items(),
-                               key=lambda kv: (-kv[1], kv[0]))[:config.story_terms_kept // 4]),
+        "numbers": heavy_hitters(story.get("numbers", {}), dict.fromkeys(features.numbers, 1),
+                                 config.story_terms_kept // 4),
     }
-    state["headline"] = _headline(story, state, item)
+    state.update(_headline(story, state, item))
     return state
 
 
@@ -338,59 +337,93 @@ def _with_embedding(story: dict, features: ArticleFeatures, config: ClusterConfi
     norm = math.sqrt(sum(x * x for x in summed)) or 1.0
     members = list(story.get("emb_members", [])) + [quantize(features.embedding)]
     if len(members) > config.embed_members_kept:
-        members = members[:1] + members[-(config.embed_members_kept - 1):]
+        members = members[:1] + members[len(members) - (config.embed_members_kept - 1):]
     return {"emb": quantize([x / norm for x in summed]), "emb_n": n + 1, "emb_members": members}
 
 
 def replace_article(story: dict, old_entity_vector: Mapping[str, float], item: ClusterInput,
-                    features: ArticleFeatures, config: ClusterConfig) -> dict:
-    """An article's new version: its old entity contribution out, the new one in; counts unchanged."""
+                    features: ArticleFeatures, config: ClusterConfig, replaced: str | None = None) -> dict:
+    """An article's new version (of `replaced`): its old entity contribution out, the new one in; counts
+    unchanged. A headline that was the replaced version's title becomes the new one (a correction)."""
     removed = ArticleFeatures(entities={}, entity_info={}, terms={}, title_terms=(), time=0.0,
                               entity_vector=dict(old_entity_vector))
     entities = _with_entities(_with_entities(story["entities"], removed, -1, config), features, 1, config)
     state = {**story, "entities": entities, "last_seen": max(story["last_seen"], item.event_time)}
-    state["headline"] = _headline(story, state, item)
+    if replaced is not None and story.get("headline_of") == replaced and item.title:
+        state.update(headline=item.title, headline_of=item.article_id)
+    else:
+        state.update(_headline(story, state, item))
     return state
+
+
+def heavy_hitters(counts: Mapping[str, float], added: Mapping[str, float], cap: int) -> dict[str, float]:
+    """`counts` plus `added`, at most `cap` keys, by Space-Saving (Metwally et al., 2005): a new key that finds
+    the map full takes the place of the lightest one and inherits its count. A story that has filled its map
+    still takes in what its latest reports name (a plain top-`cap` would drop each newcomer in favour of the
+    mass that older keys have piled up), and a key whose true count exceeds 1/`cap` of the total is never lost.
+    Deterministic: newcomers in order of weight then key, the lightest evicted first (ties: the largest key)."""
+    out = dict(counts)
+    for key, weight in sorted(added.items(), key=lambda kv: (-kv[1], kv[0])):
+        if key in out:
+            out[key] += weight
+            continue
+        floor = 0
+        if len(out) >= cap:
+            floor = out.pop(max(out, key=lambda k: (-out[k], k)))
+        out[key] = floor + weight
+    return out
 
 
 def _with_entities(entities: Mapping[str, list], features: ArticleFeatures, sign: int,
                    config: ClusterConfig) -> dict:
-    """Entity mass and article frequency with one article's entities added (sign 1) or taken out (-1)."""
+    """Entity mass and article frequency with one article's entities added (sign 1) or taken out (-1).
+
+    Bounded like `heavy_hitters`: a new entity that finds the story's map full takes the place of the one of
+    least mass and inherits its mass and frequency."""
     out = {k: list(v) for k, v in entities.items()}
-    for key, weight in features.entity_vector.items():
+    for key, weight in sorted(features.entity_vector.items(), key=lambda kv: (-kv[1], kv[0])):
         label, name = features.entity_info.get(key, ("", key))
-        mass, freq, label, name = out.get(key, [0.0, 0, label, name])
-        out[key] = [mass + sign * weight, freq + sign, label, name]
-        if out[key][1] <= 0:
-            del out[key]
-    kept = sorted(out, key=lambda k: (-out[k][0], k))[:config.story_entities_kept]
-    return {k: out[k] for k in kept}
-
-
-def add_copy(story: dict, source: str, event_time: float) -> dict:
-    """A duplicate joins: its outlet counts, `copies` grows, `article_count` does not."""
-    return {**story, "copies": story["copies"] + 1, "sources": _count_source(story["sources"], source),
-            "last_seen": max(story["last_seen"], event_time)}
-
-
-def _count_source(sources: Mapping[str, int], source: str) -> dict:
-    out = dict(sources)
-    if source:
-        out[source] = out.get(source, 0) + 1
+        if key in out:
+            out[key][0] += sign * weight
+            out[key][1] += sign
+            if out[key][1] <= 0:
+                del out[key]
+            continue
+        if sign < 0:
+            continue  # already evicted: nothing of it left to take out
+        floor = [0.0, 0]
+        if len(out) >= config.story_entities_kept:
+            floor = out.pop(max(out, key=lambda k: (-out[k][0], k)))[:2]
+        out[key] = [floor[0] + weight, floor[1] + 1, label, name]
     return out
 
 
-def _headline(before: dict, after: dict, item: ClusterInput) -> str:
-    """The title that names most of the story's current top entities; a tie keeps the older one."""
+def add_copy(story: dict, source: str, event_time: float, config: ClusterConfig) -> dict:
+    """A duplicate joins: its outlet counts, `copies` grows, `article_count` does not."""
+    return {**story, "copies": story["copies"] + 1, "sources": _count_source(story["sources"], source, config),
+            "last_seen": max(story["last_seen"], event_time)}
+
+
+def _count_source(sources: Mapping[str, int], source: str, config: ClusterConfig) -> dict:
+    """Reports per outlet, bounded (`story_sources_kept`, Space-Saving): a story copied by thousands of
+    outlets keeps the ones that carry most of it and the latest newcomers."""
+    return heavy_hitters(sources, {source: 1} if source else {}, config.story_sources_kept)
+
+
+def _headline(before: dict, after: dict, item: ClusterInput) -> dict:
+    """The title that names most of the story's current top entities (a tie keeps the older one), and the
+    article it is the title of (`headline_of`: its correction replaces it)."""
     if not before["headline"]:
-        return item.title or ""
+        return {"headline": item.title or "", "headline_of": item.article_id}
     top = [e[3] for e in _top_entities(after, 8)]
 
     def cover(title: str) -> int:  # names it spells out in whole words ("US" is not in "business")
         spelled = _word_string(title or "")
         return sum(_spells_out(spelled, name) for name in top)
 
-    return item.title if item.title and cover(item.title) > cover(before["headline"]) else before["headline"]
+    if item.title and cover(item.title) > cover(before["headline"]):
+        return {"headline": item.title, "headline_of": item.article_id}
+    return {"headline": before["headline"], "headline_of": before.get("headline_of")}
 
 
 def _top_entities(story: dict, n: int) -> list[list]:

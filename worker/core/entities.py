@@ -144,23 +144,36 @@ class EntityExtractor:
 def relocate(entities: Sequence[Entity], title: str, text: str) -> list[Entity]:
     """An original's entities placed in a copy's own title and text (duplicates are not run through NER).
 
-    The k-th mention of a surface form in the original maps to its k-th occurrence as a whole word in the copy
-    ("Iran" is not found inside "Iranian"); a mention the copy no longer contains (an edit, a truncation) is
-    dropped, so offsets always point into the copy as given.
+    A mention stays where it was when the copy holds it there (a verbatim copy, an edit further on). Else it
+    goes to the first occurrence of its surface as a whole word ("Iran" is not found inside "Iranian") after
+    the previous mention of that surface, overlapping no mention already placed (the "Jordan" of "Michael
+    Jordan" is not the country's); a mention the copy no longer contains (an edit, a truncation) is dropped,
+    so offsets always point into the copy as given.
     """
     fields = {"title": title or "", "text": text or ""}
-    seen: Counter = Counter()
-    found: dict[tuple[str, str], list[int]] = {}
-    out: list[Entity] = []
-    for ent in sorted(entities, key=lambda e: (e.field, e.start)):
+    ordered = sorted(entities, key=lambda e: (e.field, e.start))
+    taken: dict[str, list[tuple[int, int]]] = {"title": [], "text": []}
+
+    def free(field: str, start: int, end: int) -> bool:
+        return all(end <= a or start >= b for a, b in taken.get(field, []))
+
+    placed: dict[int, int] = {}
+    for i, ent in enumerate(ordered):  # first, the mentions the copy holds where the original had them
+        if fields.get(ent.field, "")[ent.start:ent.end] == ent.text and free(ent.field, ent.start, ent.end):
+            placed[i] = ent.start
+            taken[ent.field].append((ent.start, ent.end))
+    after: dict[tuple[str, str], int] = {}
+    for i, ent in enumerate(ordered):  # then the others, in order
         key = (ent.field, ent.text)
-        if key not in found:
-            pattern = re.compile(r"(?<!\w)" + re.escape(ent.text) + r"(?!\w)")
-            found[key] = [m.start() for m in pattern.finditer(fields.get(ent.field, ""))]
-        k = seen[key]
-        seen[key] += 1
-        if k < len(found[key]):
-            start = found[key][k]
-            out.append(Entity(text=ent.text, label=ent.label, start=start, end=start + len(ent.text),
-                              canonical=ent.canonical, field=ent.field))
-    return out
+        if i in placed:
+            after[key] = placed[i] + len(ent.text)
+            continue
+        pattern = re.compile(r"(?<!\w)" + re.escape(ent.text) + r"(?!\w)")
+        for match in pattern.finditer(fields.get(ent.field, ""), after.get(key, 0)):
+            if free(ent.field, match.start(), match.end()):
+                placed[i] = match.start()
+                taken[ent.field].append((match.start(), match.end()))
+                after[key] = match.end()
+                break
+    return [Entity(text=ent.text, label=ent.label, start=placed[i], end=placed[i] + len(ent.text),
+                   canonical=ent.canonical, field=ent.field) for i, ent in enumerate(ordered) if i in placed]
