@@ -123,17 +123,21 @@ class StreamWorker:
                         decided_before.setdefault(at, result)
                 self.publisher.publish(self._outgoing(results))
                 self.pipeline.confirm_published(results)
-                self._commit(consumer, records)
                 # counted as first decided: a retry gets this batch's own decisions back as redelivered
-                self.stats.batch([decided_before.get(at, r) for at, r in zip(where, results)],
-                                 time.monotonic() - started)
+                decided = [decided_before.get(at, r) for at, r in zip(where, results)]
+                try:
+                    self._commit(consumer, records)
+                except CommitFailedError:  # published, so decided here: their new owner counts them as redelivered
+                    self.stats.batch(decided, time.monotonic() - started)
+                    raise
+                self.stats.batch(decided, time.monotonic() - started)
                 break
             except DependencyUnavailable as exc:
                 self.stats.retries += 1
                 log.warning("batch_retry", reason=str(exc), records=len(records), backoff_s=round(delay, 2))
             except CommitFailedError as exc:
                 log.warning("commit_failed_rebalanced", reason=str(exc), records=len(records))
-                break  # the partitions moved: their new owner redelivers from the last commit
+                break  # the partitions moved: their new owner redelivers from the last commit (as redelivered)
             if self._stop.is_set():
                 give_up_at = give_up_at or time.monotonic() + self.settings.shutdown_deadline_s
                 if time.monotonic() >= give_up_at:

@@ -21,6 +21,12 @@ def test_prefix_maps_to_longer_name_but_not_across_types():
     assert canonical_names(mentions) == ["Xi Jinping", "Xi Jinping", "Harbin", "Harbin Institute"]
 
 
+def test_a_name_maps_to_the_end_of_its_chain_of_longer_forms():
+    """"Kim" fits "Kim Jong" (named most) and "Kim Jong" fits "Kim Jong Un": all three are one person."""
+    mentions = [("Kim Jong Un", "PERSON"), ("Kim Jong", "PERSON"), ("Kim Jong", "PERSON"), ("Kim", "PERSON")]
+    assert canonical_names(mentions) == ["Kim Jong Un"] * 4
+
+
 def test_numeric_types_are_not_merged():
     assert canonical_names([("May", "DATE"), ("May 16", "DATE")]) == ["May", "May 16"]
 

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 import structlog
-from kafka.errors import KafkaConnectionError
+from kafka.errors import CommitFailedError, KafkaConnectionError
 from kafka.structs import TopicPartition
 
 from worker.errors import DependencyUnavailable
@@ -221,3 +221,18 @@ def test_an_unexpected_error_is_logged_as_an_event_before_the_process_ends(monke
         worker.run()
     (failed,) = [line for line in logs if line["event"] == "worker_failed"]
     assert failed["log_level"] == "error" and failed["exc_info"] is True
+
+
+def test_a_batch_published_but_not_committed_for_a_rebalance_is_counted_as_decided():
+    """Its partitions' new owner gets it again and counts it as redelivered: counted nowhere else as decided."""
+    class CommitFails(Consumer):
+        def commit(self, offsets, timeout_ms=None):
+            raise CommitFailedError("the group rebalanced")
+
+    records = [SimpleNamespace(topic="in", partition=0, offset=n, value=b"{}", key=None, headers=[], timestamp=0)
+               for n in range(3)]
+    worker = StreamWorker(Settings(), pipeline=Replaying(), publisher=SimpleNamespace(publish=list))
+    with structlog.testing.capture_logs() as logs:
+        worker._handle(CommitFails(), records, SimpleNamespace(revoked=set()))
+    assert [line["event"] for line in logs] == ["commit_failed_rebalanced"]
+    assert (worker.stats.articles, worker.stats.new_stories, worker.stats.batches) == (3, 3, 1)

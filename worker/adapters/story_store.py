@@ -22,10 +22,14 @@ touch any of them (Redis Cluster safe). Layout:
                      "replaced_by": the update that replaced this version of an article in its story
 
 A batch is decided in Python from one snapshot (read in a few pipelined round trips) exactly as if its
-articles came one by one, then committed by one Lua script that first checks nothing it read has changed
-(no article already assigned, story and index versions as read). On a conflict (another replica committed
-in between) the batch is decided again from a fresh snapshot: every race has one winner, two first reports
-of one event cannot found two stories, and no assignment is overwritten.
+articles came one by one, then committed by one Lua script that first checks what the decisions rest on has
+not changed: no article already assigned, no story it founds already there, the versions of the stories it
+changes and of every index key it files under (which include every key its articles found candidates
+through). On a conflict (another replica committed in between) the batch is decided again from a fresh
+snapshot: every race has one winner, two first reports of one event cannot found two stories, and no
+assignment is overwritten. A candidate story the batch read but did not change is not checked: another
+replica may have grown it meanwhile (an article then decided against its older state); checking it too would
+make every batch that merely looked at a busy story conflict with every replica that joins it.
 """
 from __future__ import annotations
 

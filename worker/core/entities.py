@@ -81,7 +81,8 @@ def canonical_names(mentions: Sequence[tuple[str, str]]) -> list[str]:
     """Canonical name per (surface, label) mention of one article.
 
     A mention whose tokens are a prefix or suffix of a longer mention of the same type maps to that longer
-    one ("Putin" -> "Vladimir Putin"); when several fit, the most frequent, then the first seen, wins.
+    one ("Putin" -> "Vladimir Putin"); when several fit, the most frequent, then the first seen, wins; and so
+    on to the longest, so that one article gives one person one name.
     Case differences collapse, the display form preferring one that is not all capitals.
     """
     names = [clean_name(surface) for surface, _ in mentions]
@@ -107,7 +108,9 @@ def canonical_names(mentions: Sequence[tuple[str, str]]) -> list[str]:
 
     out = []
     for name, (_, label) in zip(names, mentions):
-        target = longer_form(label, tuple(name.casefold().split()))
+        target, longer = None, tuple(name.casefold().split())
+        while longer != target:  # to the end of the chain: "Kim" -> "Kim Jong" -> "Kim Jong Un" (longer each step)
+            target, longer = longer, longer_form(label, longer)
         out.append(display[(label, " ".join(target))])
     return out
 
