@@ -324,6 +324,24 @@ def test_the_lead_embedding_channel_counts_above_its_floor_and_stays_compact():
     assert all(len(base64.b64decode(p)) == DIM for p in state["emb_members"] + [state["emb"]])  # int8: 384 bytes
 
 
+def test_the_story_embedding_is_the_mean_direction_of_all_its_members_alike():
+    """Ten members, each half a shared direction and half its own: the first weighs as much as the tenth."""
+    config = ClusterConfig(embed_center=False)
+    state = None
+    for n in range(10):
+        vector = [0.0] * DIM
+        vector[0], vector[1 + n] = 0.5 ** 0.5, 0.5 ** 0.5  # pairwise cosine 0.5
+        item = _with_vector(article(f"m{n}", "Quake", "Fell.", []), vector)
+        features = weigh(article_features(item, config), Counter(), n, config)
+        state = new_story("s", item, features, config) if state is None else merge_article(state, item, features,
+                                                                                           config)
+    mean = dequantize(state["emb"])
+    own = mean[1:11]
+    assert max(own) - min(own) <= 0.02, own  # int8 steps are 1/127
+    # the sum: 10 * sqrt(.5) along the shared axis, sqrt(.5) along each own one; |sum|^2 = 100 * .5 + 10 * .5
+    assert abs(sum(own) / 10 - 0.5 ** 0.5 / 55 ** 0.5) <= 0.01 and abs(mean[0] - 10 * 0.5 ** 0.5 / 55 ** 0.5) <= 0.01
+
+
 def test_centring_takes_out_what_every_article_shares():
     config = ClusterConfig()
     shared = _unit(1.0)  # the "kind of news" every article of the stream points to

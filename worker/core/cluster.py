@@ -333,12 +333,15 @@ def _with_embedding(story: dict, features: ArticleFeatures, config: ClusterConfi
         return {}
     n = story.get("emb_n", 0)
     mean = dequantize(story["emb"]) if n else [0.0] * len(features.embedding)
-    summed = [m * n + x for m, x in zip(mean, features.embedding)]
+    # The sum of the members' unit vectors is its direction times its length (at most n: less the more they
+    # differ); scaled by n instead, the earlier members would outweigh the later ones.
+    length = story.get("emb_len", n)
+    summed = [m * length + x for m, x in zip(mean, features.embedding)]
     norm = math.sqrt(sum(x * x for x in summed)) or 1.0
     members = list(story.get("emb_members", [])) + [quantize(features.embedding)]
     if len(members) > config.embed_members_kept:
         members = members[:1] + members[len(members) - (config.embed_members_kept - 1):]
-    return {"emb": quantize([x / norm for x in summed]), "emb_n": n + 1, "emb_members": members}
+    return {"emb": quantize([x / norm for x in summed]), "emb_n": n + 1, "emb_len": norm, "emb_members": members}
 
 
 def replace_article(story: dict, old_entity_vector: Mapping[str, float], item: ClusterInput,
