@@ -142,7 +142,7 @@ class StoryState(BaseModel):
     headline: str
     article_count: int = Field(description="Distinct (non-duplicate) articles.")
     copies: int = Field(default=0, description="Duplicates seen (not counted in article_count).")
-    sources: list[str]
+    sources: list[str] = Field(description="Outlets by reports carried, most first (at most 64 kept per story).")
     top_entities: list[TopEntity]
     first_seen: dt.datetime
     last_seen: dt.datetime
@@ -159,7 +159,9 @@ class StoryEvent(BaseModel):
     event: Literal["created", "article_added", "duplicate_seen", "article_updated", "story_closed"]
     article: ArticleRef | None = Field(description="The article that caused the event (null for story_closed).")
     score: float | None = Field(default=None, description="Similarity of the article to the chosen story.")
-    runner_up: dict[str, Any] | None = Field(default=None, description="Second-best candidate story and its score.")
+    runner_up: dict[str, Any] | None = Field(default=None, description=(
+        "The best candidate story not chosen and its score: the second best for article_added, the best (below "
+        "the join threshold) for created."))
     shared_entities: list[str] = Field(default_factory=list)
     story: StoryState
     worker_version: str
