@@ -49,6 +49,9 @@ class Result:
     decision: Decision
     events: list[StoryEvent] = field(default_factory=list)
     dead_letter: DeadLetter | None = None
+    # Decided and published before (a redelivery): counted once, where its events first went out. A decision
+    # stored but never acknowledged published (an attempt that failed after deciding, a worker killed before
+    # publishing) is not redelivered: its events go out now, for the first time.
     redelivered: bool = False
     ner_skipped_language: str | None = None
 
@@ -242,9 +245,10 @@ class Pipeline:
         for it in items:
             record = stored.get(it.article_id)
             if record is not None and not record.get("dead_lettered"):
-                events = [] if record.get("published") else [StoryEvent.model_validate(e) for e in record["events"]]
+                published = bool(record.get("published"))
+                events = [] if published else [StoryEvent.model_validate(e) for e in record["events"]]
                 results[it.index] = Result(decision=Decision.model_validate(record["decision"]), events=events,
-                                           redelivered=True)
+                                           redelivered=published)
             elif it.article_id in first:
                 repeats.append((it.index, first[it.article_id]))
             else:

@@ -4,14 +4,18 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
+from types import SimpleNamespace
 
 import pytest
+import redis as redis_lib
+from kafka.structs import TopicPartition
 
 from worker.batch import run_batch
 from worker.core.entities import Entity
 from worker.models import SourceRecord
 from worker.pipeline import Incoming, OriginalPending, Pipeline
 from worker.settings import Settings
+from worker.stream import StreamWorker
 
 pytestmark = pytest.mark.integration
 
@@ -101,10 +105,12 @@ def test_same_id_twice_in_a_batch_decides_once(pipeline):
 def test_redelivery_returns_the_stored_decision_and_emits_only_unacknowledged_events(pipeline):
     first = pipeline.process(incoming([article(1)]))
     again = pipeline.process(incoming([article(1)]))
-    assert again[0].redelivered and again[0].decision == first[0].decision
+    assert again[0].decision == first[0].decision
     assert [e.version for e in again[0].events] == [e.version for e in first[0].events]  # never acknowledged
+    assert not again[0].redelivered  # its events go out for the first time: counted as decided there
     pipeline.confirm_published(first)
-    assert pipeline.process(incoming([article(1)]))[0].events == []
+    third = pipeline.process(incoming([article(1)]))
+    assert third[0].events == [] and third[0].redelivered and third[0].decision == first[0].decision
 
 
 def test_non_english_articles_skip_ner_but_are_clustered(pipeline):
@@ -202,3 +208,30 @@ def test_a_copy_s_event_time_moves_the_clock_for_the_reports_after_it_whatever_t
     decided = {d["id"]: d for d in outs[1]}
     assert decided["copy"]["duplicate_of"] == "a2"
     assert decided["a3"]["story_id"] != decided["a1"]["story_id"]  # a1's story left the window at day 261 - 240
+
+
+def test_a_batch_whose_attempt_failed_after_deciding_counts_its_articles_as_decided_once(pipeline):
+    """Redis fails after the decisions were stored: the retry publishes them for the first time, so the stats
+    line counts them as articles (not as redelivered), and the dead letter once."""
+    real, calls = pipeline.decisions.letters_published, []
+
+    def blip_once(sources):
+        calls.append(sources)
+        if len(calls) == 1:
+            raise redis_lib.ConnectionError("Redis blip")
+        return real(sources)
+
+    pipeline.decisions.letters_published = blip_once
+    values = [json.dumps(article(n)).encode() for n in range(1, 5)] + [b"{not json"]
+    records = [SimpleNamespace(topic="in", partition=0, offset=i, value=v, key=None, headers=[], timestamp=0)
+               for i, v in enumerate(values)]
+    commits = []
+    consumer = SimpleNamespace(assignment=lambda: {TopicPartition("in", 0)}, paused=set, pause=lambda *a: None,
+                               resume=lambda *a: None, poll=lambda **k: {},
+                               commit=lambda offsets, timeout_ms=None: commits.append(offsets))
+    worker = StreamWorker(Settings(retry_initial_s=0.01), pipeline, publisher=SimpleNamespace(publish=list))
+    worker._handle(consumer, records, SimpleNamespace(revoked=set()))
+    assert len(calls) == 2 and len(commits) == 1
+    stats = worker.stats.snapshot()
+    assert (stats["articles"], stats["dead_letters"], stats["redelivered"], stats["retries"]) == (4, 1, 0, 1)
+    assert stats["new_stories"] >= 1
