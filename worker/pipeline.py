@@ -105,15 +105,23 @@ class Pipeline:
         A message that makes processing fail for any other reason (a poison message) is isolated by
         processing the batch one message at a time, and dead-lettered with error class `processing`.
         """
+        last_time = self._last_time  # the fallback time of a dateless article: a failed attempt leaves it be
+        try:
+            return self._without_letters_published(self._decide(batch, last_time))
+        except DependencyUnavailable:
+            self._last_time = last_time  # retried: its dateless articles fall back to the same time again
+            raise
+
+    def _decide(self, batch: list[Incoming], last_time: float | None) -> list[Result]:
         try:
             with _redis_failures():
-                results = self._process(batch)
+                return self._process(batch)
         except DependencyUnavailable:
             raise
         except Exception:  # noqa: BLE001 - anything else is a property of some message: find it
             log.exception("batch_failed_isolating", records=len(batch))
-            results = [result for msg in batch for result in self._process_alone(msg)]
-        return self._without_letters_published(results)
+            self._last_time = last_time
+            return [result for msg in batch for result in self._process_alone(msg)]
 
     def _without_letters_published(self, results: list[Result]) -> list[Result]:
         """A message dead-lettered before (its batch retried or redelivered) is not dead-lettered again."""
@@ -426,7 +434,7 @@ def _where(source: SourceRecord) -> tuple:
 
 def _article_id(article: Article) -> str:
     """The upstream id, else canonical URL + content (the body, or the title of a headline-only item)."""
-    return article.id or article_id_for(article.url, article.text or article.title)
+    return article.id or article_id_for(article.url, article.text, article.title)
 
 
 def _guess_id(value: bytes | None) -> str | None:

@@ -140,6 +140,16 @@ def test_missing_or_absurd_dates_fall_back_to_the_previous_articles_time(pipelin
     assert seen[1] == seen[0] == seen[2]
 
 
+def test_a_dateless_article_takes_the_same_time_whether_its_batch_was_tried_whole_first_or_not(pipeline):
+    """A failed attempt (a poison message, then one at a time) must not move the fallback time forward."""
+    first = pipeline.process(incoming([article(1, published_at="2026-03-10T08:00:00Z")]))
+    dateless = article(2, published_at=None, id="nodate")
+    results = pipeline.process(incoming([dateless, article(3, title="POISON x", published_at="2026-03-19T08:00:00Z")]))
+    assert results[1].dead_letter is not None
+    story = results[0].events[0].story  # of article 1, which it joins, or its own
+    assert story.last_seen == first[0].events[0].story.last_seen  # March 10, the time before, not March 19
+
+
 def test_an_update_waits_for_its_original_while_another_replica_decides_it(redis_client, pipeline):
     """Same URL, new content, while the first version is between its dedup claim and its story: the update
     waits (the batch is retried) instead of being counted as a new article."""

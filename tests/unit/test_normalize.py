@@ -52,3 +52,8 @@ def test_article_id_is_stable_under_tracking_params_and_changes_with_content():
     assert a == article_id_for("https://x.org/a", "Body  text")
     assert a == article_id_for("https://x.org/a", "BODY text.")
     assert a != article_id_for("https://x.org/a", "Other body")
+    # a body without words is no body: a headline-only item is told apart by its title
+    assert article_id_for("https://x.org/a", " ", "Quake hits") != article_id_for("https://x.org/a", " ", "Fire")
+    assert article_id_for("https://x.org/a", "— …", "Quake hits") == article_id_for("https://x.org/a", None,
+                                                                                   "QUAKE hits.")
+    assert article_id_for("https://x.org/a", "Body text", "Any title") == a

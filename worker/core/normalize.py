@@ -112,7 +112,8 @@ def words(text: str) -> list[str]:
     return _WORD.findall(text.casefold())
 
 
-def article_id_for(url: str, text: str | None) -> str:
-    """Identity of an article that came without an `id`: canonical URL plus normalised content."""
-    key = canonical_url(url) + "\x00" + " ".join(words(normalize_text(text)))
-    return "a-" + xxhash.xxh3_128_hexdigest(key.encode())[:24]
+def article_id_for(url: str, text: str | None, title: str | None = None) -> str:
+    """Identity of an article that came without an `id`: canonical URL plus normalised content, which is the
+    body's words, or the title's when the body has none (a headline-only item; its dedup content likewise)."""
+    content = " ".join(words(normalize_text(text))) or " ".join(words(normalize_text(title)))
+    return "a-" + xxhash.xxh3_128_hexdigest((canonical_url(url) + "\x00" + content).encode())[:24]
