@@ -96,6 +96,39 @@ def test_pages_sharing_only_a_template_are_not_duplicates():
     assert out.duplicate_of is None
 
 
+FOOTER = (
+    "This article is provided for general information only and does not constitute legal, financial or medical "
+    "advice. The Kelford Courier makes every effort to ensure accuracy but accepts no liability for errors or "
+    "omissions. Readers should seek independent professional advice before acting on any information contained "
+    "here. Comments are moderated and must comply with our community guidelines; abusive, defamatory or "
+    "off-topic posts will be removed without notice. To report a correction, email the newsroom or call during "
+    "office hours. Subscribers can manage their newsletter preferences from the account page. Copyright Kelford "
+    "Courier Media Group. All rights reserved. No part of this publication may be reproduced, distributed or "
+    "transmitted in any form without prior written permission of the publisher, except for brief quotations."
+)
+BRIEFS = [
+    ("Council approves cycle lanes on Harbour Road", "The council approved cycle lanes on Harbour Road on "
+     "Tuesday after a heated debate. Councillors voted nine to four for the scheme, which removes forty parking "
+     "spaces. Shop owners said the cycle lanes would hurt trade."),
+    ("Bakery wins national bread award", "A family bakery in Eastgate has won a national bread award for its "
+     "sourdough loaf. The bakery, run by three generations of one family, beat two hundred entries. The owners "
+     "will give away award loaves on Saturday."),
+]
+
+
+def test_briefs_sharing_a_long_footer_are_not_duplicates_but_a_retitled_copy_is():
+    """The footer is most of each text; the briefs' bodies do not mention each other's headline."""
+    (t1, b1), (t2, b2) = BRIEFS
+    first = item("c1", b1 + "\n\n" + FOOTER, title=t1, url="https://kelford.example/1")
+    second = item("c2", b2 + "\n\n" + FOOTER, title=t2, url="https://kelford.example/2")
+    evidence = Evidence(candidates=(indexed(first),))
+    assert fingerprint(second.canonical_url, t2, second.text).body_supports_title
+    assert run(second, evidence).duplicate_of is None
+    retitled = item("c3", "KELFORD (Wire) - " + first.text, title="Parking spaces to go in scheme",
+                    url="https://wire.example/3")
+    assert run(retitled, evidence).duplicate_of == "c1"
+
+
 def test_samples_known_as_boilerplate_weigh_nothing():
     fp = fingerprint("https://g.example/1", "Fire", STORY)
     out = run(item("a2", STORY, url="https://g.example/1"),

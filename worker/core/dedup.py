@@ -12,15 +12,17 @@ article holds) and applies the outcome. Rules, in order:
    rewording keeps short phrases everywhere, a shared block of boilerplate does not).
 
 Boilerplate is handled twice, without naming any: samples that already index many unrelated originals weigh
-nothing (the adapter reports them), and two pages with unrelated headlines whose body does not mention its
-own headline (a sign-up form, a list of videos) are never linked by their bodies.
+nothing (the adapter reports them), and two pages with unrelated headlines are never linked by their bodies
+when a body does not mention its own headline (a sign-up form, a list of videos) or the article's body does not
+mention the other's (two briefs sharing a long footer).
 Only entries within `window` seconds of event time before `now` (the largest event time seen) count.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from worker.core.fingerprint import Fingerprint, Overlap, overlap, title_relatedness
+from worker.core.fingerprint import (SUPPORT_THRESHOLD, Fingerprint, Overlap, mentions, overlap,
+                                     title_relatedness)
 
 NEAR_COPY_CONTAINMENT = 0.72
 REWRITE_JACCARD = 0.35
@@ -134,9 +136,15 @@ def classify(ov: Overlap) -> str | None:
 
 
 def _template_pair(fp: Fingerprint, other: IndexedArticle) -> bool:
-    """Unrelated headlines over a body that does not mention its own headline: the body is site furniture."""
-    unrelated = title_relatedness(fp.title_words, other.title_words) < UNRELATED_TITLES
-    return unrelated and not (fp.body_supports_title and other.body_supports_title)
+    """Unrelated headlines, and text they share that is not the story: a body that does not mention its own
+    headline is site furniture (a sign-up form, a list of videos); a body that does not mention the other's
+    headline is another story that shares furniture with it (two briefs over one long legal footer). A copy
+    under a new headline carries the original's body, and with it the words of the original's headline."""
+    if title_relatedness(fp.title_words, other.title_words) >= UNRELATED_TITLES:
+        return False
+    if not (fp.body_supports_title and other.body_supports_title):
+        return True
+    return mentions(fp.body_words, other.title_words) < SUPPORT_THRESHOLD
 
 
 def _duplicate(item: DedupInput, original: str, kind: str, similarity: float, matched: dict) -> DedupOutcome:

@@ -12,8 +12,9 @@ Pure functions, no I/O. The content compared is the normalised body (the title w
   which survive truncation). A query finds an original by two shared anchors (one alone is a chance
   collision, see `worker.adapters.dedup_index.MIN_ANCHOR_HITS`) among its `probes`: only those can be the
   anchors of an article it copies, so only those are looked up in the index.
-- `title_words` / `body_supports_title`: whether the body is about the headline at all; a crawled page whose
-  body is site furniture (sign-up forms, video lists) does not mention its own headline.
+- `title_words` / `body_supports_title` / `body_words`: whether a body is about a headline at all; a crawled
+  page whose body is site furniture (sign-up forms, video lists) does not mention its own headline, and two
+  briefs sharing a long legal footer do not mention each other's.
 
 Speed: tokenising and hashing are vectorised with numpy over the code points of the text. The tokens are
 exactly those of `words(normalize_text(text))` (only the normalisation steps that can change a token are
@@ -57,6 +58,7 @@ class Fingerprint:
     anchors: tuple[int, ...]
     title_words: frozenset[int]      # 16-bit hashes of the headline's longer words
     body_supports_title: bool
+    body_words: tuple[int, ...]      # hashes of the body's words when it has a headline (kept in memory, not indexed)
     # The samples that can be anchors of an article this one copies: its first PROBE_HEAD ones and those at
     # least PROBE_LEVEL_MARGIN above its level (about half the sketch). An original's ranked anchors are its
     # highest-level samples, two or more levels above its sketch's level (a quarter of a full sketch is); a copy
@@ -349,9 +351,11 @@ def _fingerprints_of_run(articles: Sequence[tuple[str, str, str]]) -> list[Finge
             anchors = ()
         headline = headlines[d]
         supported = True
+        body_words: tuple[int, ...] = ()
         if d in body_lists:
             wanted = set(headline)
             supported = len(wanted.intersection(body_lists[d])) / len(wanted) >= SUPPORT_THRESHOLD
+            body_words = tuple(body_lists[d])
         out.append(Fingerprint(
             url_key=xxhash.xxh3_64_digest(canonical_url(url).encode()),
             content_key=content_keys[d],
@@ -360,6 +364,7 @@ def _fingerprints_of_run(articles: Sequence[tuple[str, str, str]]) -> list[Finge
             anchors=anchors,
             title_words=frozenset(h & 0xFFFF for h in headline[:TITLE_WORDS]),
             body_supports_title=supported,
+            body_words=body_words,
             probes=frozenset(probe_list[probe_l[d]:probe_l[d + 1]]),
             others=tuple(other_list[other_l[d]:other_l[d + 1]]),
         ))
@@ -423,6 +428,13 @@ def _quarters_hit(samples, shared: set[int]) -> float:
     n = len(samples)
     quarters = {4 * i // n for i, h in enumerate(samples) if h in shared}
     return len(quarters) / min(4, n)
+
+
+def mentions(body_words: Sequence[int], title_words: frozenset[int]) -> float:
+    """Share of a headline's longer words (16-bit `title_words`) that a body holds (1.0 when either is empty)."""
+    if not body_words or not title_words:
+        return 1.0
+    return len(title_words.intersection(h & 0xFFFF for h in body_words)) / len(title_words)
 
 
 def title_relatedness(a: frozenset[int], b: frozenset[int]) -> float:
