@@ -156,6 +156,21 @@ def test_old_entries_fall_out_of_the_window(index):
     assert late[0].duplicate_of is None
 
 
+def test_an_entry_out_of_the_window_does_not_hide_a_live_one_with_the_same_content(client):
+    """The oldest generation read can hold an entry already out of the window: the exact match is the next one.
+    A text too short to share samples is found by its content key alone."""
+    window = 100.0  # generations of 50 s: at 102, the one of 0..50 is still read
+    for text in ("Council approves budget today", ""):
+        idx = DedupIndex(client, "test-dedup-" + uuid.uuid4().hex, None, window)
+        try:
+            mk = lambda i, t, n: art(i, text, f"https://x{n}.example/a", title="Mayor resigns after vote", t=t)  # noqa: E731
+            outcomes = [o for it in (mk("A", 0, 1), mk("B", 101, 2), mk("C", 102, 3))
+                        for o in idx.check_and_insert([it])]
+        finally:
+            idx.drop()
+        assert [(o.duplicate_of, o.kind) for o in outcomes] == [(None, None), (None, None), ("B", "exact_content")]
+
+
 def _race(namespace, worker, rounds_items, queue):
     client = redis.Redis.from_url(REDIS_URL)
     idx = DedupIndex(client, namespace, None, WINDOW)

@@ -507,18 +507,19 @@ class _Batch:
             self.safe_tmax = min(self.safe_tmax, math.nextafter(gen_bound, -math.inf))
         stored_raw, p = _take(raw, 0)
         by_url, p = _take(raw, p)
+        oldest = self.now - self.window
         by_content = None
         q = p + 1
         for _ in range(raw[p]):
             (slot,) = _U16.unpack_from(raw, q)
             rec, q = _take(raw, q + 2)
-            if by_content is None and slot >= live_from:
-                by_content = rec
+            if by_content is None and slot >= live_from and self._record(rec).event_time >= oldest:
+                by_content = rec  # an older generation's entry out of the window (once out, always out) hides none
 
         stored = self.stored.get(ref) or (_decode_outcome(stored_raw) if stored_raw else None)
         # As Redis answers when the articles come one by one: by URL the newest generation, and in it the last
-        # written; by content the oldest live generation, and in it the first written. This batch's writes come
-        # after what Redis held, so they win a tie by URL and lose one by content.
+        # written; by content the oldest generation whose entry is live, and in it the first written. This
+        # batch's writes come after what Redis held, so they win a tie by URL and lose one by content.
         same_url = self._record(by_url) if by_url else None
         url_gen = self.gen_of(same_url.event_time) if same_url else -math.inf
         for slot, other in self.urls.get(fp.url_key, {}).items():
@@ -527,7 +528,7 @@ class _Batch:
         same_content = self._record(by_content) if by_content else None
         content_gen = self.gen_of(same_content.event_time) if same_content else math.inf
         for slot, other in self.contents.get(fp.content_key, {}).items():
-            if slot >= live_from and self.gens[slot] < content_gen:
+            if slot >= live_from and self.gens[slot] < content_gen and self.records[other].event_time >= oldest:
                 same_content, content_gen = self.records[other], self.gens[slot]
         counts: dict[int, int] = {}
         found: dict[int, list[bytes]] = {}               # sample -> keys of the originals it indexes
@@ -554,7 +555,6 @@ class _Batch:
         boilerplate = frozenset(s for s, n in counts.items() if n >= DF_CAP) if counts else frozenset()
         self.reads.append((sketch, boilerplate))         # more refs keep boilerplate so
         candidates = self._candidates(found, counts)
-        oldest = self.now - self.window
         for other in (same_url, same_content, *candidates.values()):
             if other is not None and other.event_time >= oldest:
                 self.safe_tmax = min(self.safe_tmax, other.event_time + self.window)
