@@ -31,39 +31,41 @@ def services():
 
     started, containers = [], []
     saved = {k: os.environ.get(k) for k in ("SW_KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL")}
-    if not os.environ.get("SW_KAFKA_BOOTSTRAP_SERVERS"):
-        if _docker_engine():
-            from testcontainers.kafka import KafkaContainer
-            from testcontainers.redis import RedisContainer
+    try:  # what was started is stopped, also when a later start fails (no redis-server: tansu must not stay)
+        if not os.environ.get("SW_KAFKA_BOOTSTRAP_SERVERS"):
+            if _docker_engine():
+                from testcontainers.kafka import KafkaContainer
+                from testcontainers.redis import RedisContainer
 
-            kafka = KafkaContainer("apache/kafka:3.9.0").with_kraft()
-            kafka.start()
-            containers.append(kafka)
-            os.environ["SW_KAFKA_BOOTSTRAP_SERVERS"] = kafka.get_bootstrap_server()
-            if not redis_answers(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")):
-                rc = RedisContainer("redis:7.4")
-                rc.start()
-                containers.append(rc)
-                os.environ["REDIS_URL"] = f"redis://{rc.get_container_host_ip()}:{rc.get_exposed_port(6379)}/0"
-        else:
-            broker = start_tansu()
-            started.append(broker)
-            os.environ["SW_KAFKA_BOOTSTRAP_SERVERS"] = broker.address
-    os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/0")
-    if not redis_answers(os.environ["REDIS_URL"]):
-        own = start_redis()
-        started.append(own)
-        os.environ["REDIS_URL"] = f"redis://{own.address}/0"
-    yield {"kafka": os.environ["SW_KAFKA_BOOTSTRAP_SERVERS"], "redis": os.environ["REDIS_URL"]}
-    for service in started:
-        service.stop()
-    for container in containers:
-        container.stop()
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+                kafka = KafkaContainer("apache/kafka:3.9.0").with_kraft()
+                kafka.start()
+                containers.append(kafka)
+                os.environ["SW_KAFKA_BOOTSTRAP_SERVERS"] = kafka.get_bootstrap_server()
+                if not redis_answers(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")):
+                    rc = RedisContainer("redis:7.4")
+                    rc.start()
+                    containers.append(rc)
+                    os.environ["REDIS_URL"] = f"redis://{rc.get_container_host_ip()}:{rc.get_exposed_port(6379)}/0"
+            else:
+                broker = start_tansu()
+                started.append(broker)
+                os.environ["SW_KAFKA_BOOTSTRAP_SERVERS"] = broker.address
+        os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/0")
+        if not redis_answers(os.environ["REDIS_URL"]):
+            own = start_redis()
+            started.append(own)
+            os.environ["REDIS_URL"] = f"redis://{own.address}/0"
+        yield {"kafka": os.environ["SW_KAFKA_BOOTSTRAP_SERVERS"], "redis": os.environ["REDIS_URL"]}
+    finally:
+        for service in started:
+            service.stop()
+        for container in containers:
+            container.stop()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 @pytest.fixture

@@ -1,7 +1,8 @@
 """Offline batch mode: the stream's code path over a JSON Lines file, one decision line per input line.
 
 File order is stream order. State lives in Redis under a namespace of its own for the run and is deleted
-afterwards. Serves backfills, reprocessing and measurement (`../shared/tools/evaluate.py`).
+afterwards (keys left by a run that was killed expire a week after their last write). The output file is
+written whole at the end of a run, or not at all. Serves backfills, reprocessing and measurement (`../shared/tools/evaluate.py`).
 """
 from __future__ import annotations
 
@@ -37,16 +38,23 @@ def run_batch(settings: Settings, client: redis.Redis, input_path: Path, output_
                         cluster_config=cluster_config, embedder=embedder)
     counts = {"lines": 0, "errors": 0, "duplicates": 0}
     started = time.perf_counter()
+    partial = output_path.with_name(output_path.name + ".partial")  # the output appears whole, or not at all
     try:
-        with open(output_path, "w", encoding="utf-8") as out:
+        with open(partial, "w", encoding="utf-8") as out:
             for batch in _chunks(input_path, chunk):
                 for result in _with_retries(pipeline, batch, attempts):
                     out.write(_line(result.decision) + "\n")
                     counts["lines"] += 1
                     counts["errors"] += result.decision.error is not None
                     counts["duplicates"] += result.decision.duplicate_of is not None
+        partial.replace(output_path)
     finally:
-        pipeline.drop_state()
+        partial.unlink(missing_ok=True)
+        try:
+            pipeline.drop_state()
+        except redis.RedisError as exc:  # the run's own error, if any, is the one to see
+            log.warning("batch_state_left", namespace=namespace, reason=f"{type(exc).__name__}: {exc}",
+                        expires="a week after its last write")
     counts["seconds"] = round(time.perf_counter() - started, 2)
     counts["articles_per_s"] = round(counts["lines"] / counts["seconds"], 1) if counts["seconds"] else None
     return counts

@@ -14,6 +14,7 @@ import structlog
 from pydantic import SecretStr, ValidationError
 
 from . import __version__, logs
+from .errors import DependencyUnavailable
 from .settings import Settings
 
 log = structlog.get_logger()
@@ -40,7 +41,17 @@ def _redis(settings: Settings) -> redis.Redis:
     return redis.Redis.from_url(settings.redis_dsn, health_check_interval=30, **timeouts, **tls)
 
 
-@click.group()
+class _Commands(click.Group):
+    """A dependency still unreachable when a command gives up ends it with one line (exit 1), not a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except DependencyUnavailable as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+@click.group(cls=_Commands)
 @click.version_option(__version__)
 def main() -> None:
     """Raw scraped news in, deduplicated entity-tagged story events out."""
@@ -87,13 +98,15 @@ def run() -> None:
 @main.command()
 @click.option("--input", "input_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--output", "output_path", required=True, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--chunk", default=64, show_default=True, help="Articles per pipeline batch (decisions do not depend on it).")
+@click.option("--chunk", default=64, show_default=True, type=click.IntRange(min=1),
+              help="Articles per pipeline batch (decisions do not depend on it).")
 def batch(input_path: Path, output_path: Path, chunk: int) -> None:
     """Offline: decide every article of a JSON Lines file in order; one decision line per input line."""
     from .adapters.local_services import redis_answers, start_redis
     from .batch import run_batch
 
     settings = _settings()
+    _stop_on_sigterm()
     own = None
     if not redis_answers(settings.redis_dsn):
         own = start_redis()
@@ -180,13 +193,21 @@ def schemas(write: bool, directory: Path) -> None:
 @main.command()
 @click.option("--input", "input_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Articles to stream (default: the bundled samples).")
-@click.option("--workers", default=2, show_default=True, help="Worker processes in the consumer group.")
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1),
+              help="Worker processes in the consumer group.")
 def demo(input_path: Path | None, workers: int) -> None:
     """Start what is missing (broker, Redis), run real workers, stream articles in, print the stories."""
     from .demo import run_demo
 
+    _settings()  # a bad setting exits 2 and says which, before anything starts
     logs.configure("console" if sys.stderr.isatty() else "json", "WARNING")
+    _stop_on_sigterm()
     sys.exit(run_demo(input_path, workers))
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM ends the command as Ctrl-C does, through its cleanup (Python's default would skip it)."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
 
 
 if __name__ == "__main__":

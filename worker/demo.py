@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from .devstack import DevStack
+from .settings import redact_url
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples" / "articles.jsonl"
 MALFORMED = [b"this is not json", b'{"url": "https://example.org/x", "title": 42}', b"\xff\xfe not utf-8"]
@@ -23,8 +24,8 @@ def run_demo(input_path: Path | None, workers: int) -> int:
     click.secho(f"story-worker demo: {len(lines)} articles from {path.name} + {len(MALFORMED)} malformed messages",
                 bold=True)
     started = time.monotonic()
-    with DevStack() as stack:
-        click.echo(f"broker {stack.settings.kafka_bootstrap_servers}, Redis {stack.env['REDIS_URL']}, "
+    with DevStack(keep_files=False) as stack:
+        click.echo(f"broker {stack.settings.kafka_bootstrap_servers}, Redis {redact_url(stack.env['REDIS_URL'])}, "
                    f"{workers} worker process(es) in group {stack.settings.consumer_group}")
         procs = [stack.start_worker() for _ in range(workers)]
         for proc in procs:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,9 +21,12 @@ from pathlib import Path
 
 import redis
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import KafkaAdminClient
+from kafka.errors import KafkaError
 
 from .adapters.kafka_io import ensure_topics, wait_for_broker
-from .adapters.local_services import LocalService, port_open, redis_answers, start_redis, start_tansu
+from .adapters.local_services import (LocalService, die_with_parent, port_open, redis_answers, start_redis,
+                                      start_tansu)
 from .settings import Settings
 
 # Group timing for a local single broker (tansu delays each join by session_timeout/2).
@@ -71,23 +75,33 @@ class DevStack:
     partitions: int = 4
     extra_env: dict[str, str] = field(default_factory=dict)
     redis_url: str | None = None  # force a particular Redis (fault tests start their own)
+    keep_files: bool = True       # worker logs and heartbeats in `workdir`, for a test to read (the demo: False)
     _services: list[LocalService] = field(default_factory=list)
     workers: list[WorkerProcess] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         run = uuid.uuid4().hex[:8]
         self.workdir = Path(tempfile.mkdtemp(prefix=f"story-worker-{run}-"))
+        self.redis: redis.Redis | None = None
+        self.env: dict[str, str] = {}
+        try:
+            self._start(run)
+        except BaseException:
+            self.close()  # what was started so far: a stack that failed to start leaves nothing running
+            raise
+
+    def _start(self, run: str) -> None:
         base = Settings()
+        redis_url = self.redis_url or base.redis_dsn  # first: without redis-server, fail before the broker starts
+        if not redis_answers(redis_url):
+            own = start_redis()
+            self._services.append(own)
+            redis_url = f"redis://{own.address}/0"
         bootstrap = os.environ.get("SW_KAFKA_BOOTSTRAP_SERVERS")
         if not bootstrap or not _broker_answers(bootstrap):
             broker = start_tansu(log_dir=self.workdir)
             self._services.append(broker)
             bootstrap = broker.address
-        redis_url = self.redis_url or base.redis_dsn
-        if not redis_answers(redis_url):
-            own = start_redis()
-            self._services.append(own)
-            redis_url = f"redis://{own.address}/0"
         self.env = {
             **FAST_GROUP_ENV,
             "SW_KAFKA_BOOTSTRAP_SERVERS": bootstrap, "REDIS_URL": redis_url,
@@ -98,9 +112,9 @@ class DevStack:
         }
         self.settings = Settings(**{k[3:].lower(): v for k, v in self.env.items() if k.startswith("SW_")},
                                  redis_url=redis_url)
+        self.redis = redis.Redis.from_url(redis_url)
         wait_for_broker(self.settings, timeout=60)
         ensure_topics(self.settings, partitions=self.partitions)
-        self.redis = redis.Redis.from_url(redis_url)
 
     @property
     def broker(self) -> LocalService | None:
@@ -116,7 +130,8 @@ class DevStack:
                      **(env or {})}
         with open(log_path, "ab") as log:
             proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "run"], env=child_env,
-                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                    preexec_fn=die_with_parent)
         worker = WorkerProcess(name, proc, log_path)
         self.workers.append(worker)
         return worker
@@ -193,15 +208,29 @@ class DevStack:
             time.sleep(1.0)
 
     def close(self) -> None:
+        """Stop the workers, then remove this stack's Redis keys and topics, then stop what it started."""
         for worker in self.workers:
             worker.terminate()
-        try:
-            for key in self.redis.scan_iter(match=f"sw:*{self.env['SW_REDIS_NAMESPACE']}*", count=1000):
-                self.redis.delete(key)
-        except redis.RedisError:
-            pass
+        if self.redis is not None:
+            try:
+                for key in self.redis.scan_iter(match=f"sw:*{self.env['SW_REDIS_NAMESPACE']}*", count=1000):
+                    self.redis.delete(key)
+            except redis.RedisError:
+                pass
+        if self.env and self.broker is None:  # a configured broker keeps what it is given: take our topics back
+            try:
+                admin = KafkaAdminClient(**self.settings.kafka_common(), request_timeout_ms=5000)
+                try:
+                    admin.delete_topics([self.settings.input_topic, self.settings.output_topic,
+                                         self.settings.dead_letter_topic], timeout_ms=5000)
+                finally:
+                    admin.close()
+            except KafkaError:
+                pass
         for service in reversed(self._services):
             service.stop()
+        if not self.keep_files:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
     def __enter__(self) -> "DevStack":
         return self

@@ -31,6 +31,7 @@ from .validation import parse_article
 
 log = structlog.get_logger()
 _DAY = 86400
+_BATCH_TTL = 7 * _DAY
 
 
 @dataclass(frozen=True)
@@ -82,9 +83,10 @@ class Pipeline:
     def __init__(self, settings: Settings, client: redis.Redis, namespace: str, *, live: bool,
                  extractor: EntityExtractor, cluster_config: ClusterConfig | None = None, embedder=None):
         # Live mode: state expires a day after its event-time window (wall clock bounds memory); batch mode
-        # keeps its namespace for the run and deletes it at the end.
-        dedup_ttl = int(settings.dedup_window_s) + _DAY if live else None
-        story_ttl = int(settings.story_window_s) + _DAY if live else None
+        # keeps its namespace for the run and deletes it at the end, and a run killed before that leaves keys
+        # that expire a week after their last write.
+        dedup_ttl = int(settings.dedup_window_s) + _DAY if live else _BATCH_TTL
+        story_ttl = int(settings.story_window_s) + _DAY if live else _BATCH_TTL
         self.settings = settings
         self.live = live
         self.extractor = extractor

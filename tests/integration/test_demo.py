@@ -3,14 +3,18 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
+import uuid
 from pathlib import Path
 
 import click
 import pytest
 
 import worker.demo
+from worker.adapters.local_services import port_open
 from worker.demo import run_demo
 
 pytestmark = pytest.mark.integration
@@ -34,3 +38,48 @@ def test_without_samples_the_demo_asks_for_input_before_starting_anything(monkey
     monkeypatch.setattr(worker.demo, "SAMPLES", tmp_path / "absent.jsonl")  # an installed wheel has none
     with pytest.raises(click.UsageError, match="--input"):
         run_demo(None, workers=1)
+
+
+def _marked(marker: str) -> list[int]:
+    """Pids of the processes whose environment carries `marker` (they inherit it from the demo)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                if marker.encode() in (entry / "environ").read_bytes():
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="reads /proc to find the demo's processes")
+def test_a_demo_stopped_by_sigterm_leaves_no_process_behind(services):
+    """Its workers and, with none configured, its own broker and Redis: nothing outlives it."""
+    marker = f"SW_DEMO_TEST_MARK={uuid.uuid4().hex}"
+    env = {k: v for k, v in os.environ.items() if k not in ("SW_KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL")}
+    env.update(dict([marker.split("=")]), REDIS_URL="redis://127.0.0.1:1/0")  # no Redis there: it starts its own
+    demo = subprocess.Popen([sys.executable, "-m", "worker.cli", "demo"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        line = ""
+        while "worker process(es)" not in line:  # broker, Redis and workers started
+            line = demo.stdout.readline()
+            assert line or demo.poll() is None, "the demo ended before starting its workers"
+        ports = [int(p) for p in re.findall(r"127\.0\.0\.1:(\d+)", line)]  # its broker and its Redis
+        assert len(ports) == 2 and all(port_open(p) for p in ports), line
+        deadline = time.monotonic() + 60
+        while len(_marked(marker)) < 3 and time.monotonic() < deadline:  # tansu and two workers (redis-server
+            time.sleep(0.2)                                             # rewrites its environment: by port)
+        assert len(_marked(marker)) >= 3
+        demo.send_signal(signal.SIGTERM)
+        assert demo.wait(90) == 128 + signal.SIGTERM
+        deadline = time.monotonic() + 30
+        while (_marked(marker) or any(port_open(p) for p in ports)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _marked(marker) == [] and not any(port_open(p) for p in ports)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+        for pid in _marked(marker):
+            os.kill(pid, signal.SIGKILL)

@@ -1,6 +1,11 @@
-"""The local services the demo and tests start: a port taken after it was chosen does not break a start."""
+"""The local services the demo and tests start: a port taken after it was chosen does not break a start, and
+nothing started outlives what started it."""
 import shutil
 import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -26,3 +31,51 @@ def test_a_port_taken_meanwhile_moves_the_service_to_another():
             assert service.process.poll() is None
         finally:
             service.stop()
+
+
+@pytest.mark.skipif(not shutil.which("redis-server"), reason="redis-server not installed")
+def test_a_dev_stack_that_fails_to_start_stops_what_it_started(monkeypatch):
+    from worker import devstack
+
+    started = []
+
+    def redis_then_remember():
+        service = local_services.start_redis()
+        started.append(service)
+        return service
+
+    def broken_broker(**_):
+        raise RuntimeError("tansu would not start")
+
+    monkeypatch.delenv("SW_KAFKA_BOOTSTRAP_SERVERS", raising=False)
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")  # nothing there: the stack starts its own
+    monkeypatch.setattr(devstack, "start_redis", redis_then_remember)
+    monkeypatch.setattr(devstack, "start_tansu", broken_broker)
+    with pytest.raises(RuntimeError, match="tansu"):
+        devstack.DevStack()
+    (own,) = started
+    assert own.process.poll() is not None and not local_services.port_open(own.port)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="Linux only (PR_SET_PDEATHSIG, /proc)")
+def test_a_child_started_with_die_with_parent_ends_with_its_parent():
+    """SIGKILL the parent: nothing of ours can run any more, the kernel sends the child SIGTERM."""
+    code = ("import subprocess, sys, time; from worker.adapters.local_services import die_with_parent; "
+            "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'], "
+            "preexec_fn=die_with_parent, start_new_session=True); print(child.pid, flush=True); time.sleep(60)")
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    parent.kill()
+    parent.wait(10)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _alive(child):
+        time.sleep(0.1)
+    assert not _alive(child)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split()[2] != "Z"  # a zombie has ended (its parent, pid 1, reaps it)
+    except FileNotFoundError:
+        return False

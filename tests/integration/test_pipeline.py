@@ -245,3 +245,24 @@ def test_a_batch_whose_attempt_failed_after_deciding_counts_its_articles_as_deci
     stats = worker.stats.snapshot()
     assert (stats["articles"], stats["dead_letters"], stats["redelivered"], stats["retries"]) == (4, 1, 0, 1)
     assert stats["new_stories"] >= 1
+
+
+def test_a_batch_run_that_fails_leaves_no_output_file_and_raises_its_own_error(tmp_path):
+    """Redis unreachable throughout: no partial output that looks whole, and the cleanup's failure (a warning
+    naming the namespace, whose keys expire) does not hide why the run failed."""
+    from worker.errors import DependencyUnavailable
+
+    src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    src.write_text("".join(json.dumps(article(n)) + "\n" for n in range(3)))
+    dead = redis_lib.Redis(port=1, socket_connect_timeout=0.5)
+    with pytest.raises(DependencyUnavailable, match="Redis unavailable"):
+        run_batch(Settings(), dead, src, out, attempts=1, extractor=FakeExtractor())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]
+
+
+def test_batch_mode_state_expires_if_a_run_is_killed_before_its_cleanup(redis_client, pipeline):
+    pipeline.process(incoming([article(1)]))
+    keys = list(redis_client.scan_iter(match=f"sw:{{{pipeline.stories.namespace}}}:*"))
+    ttls = {k: redis_client.ttl(k) for k in keys}
+    assert keys and all(t > 0 for t in ttls.values()), ttls  # none left for ever (-1)
+    assert max(t for k, t in ttls.items() if b":df:" not in k) <= 7 * 86400

@@ -15,7 +15,7 @@ logs.configure("json", "INFO")
 def library():
     lg = logging.getLogger("kafka.coordinator.heartbeat")
     for i in range(5000):
-        lg.warning("Heartbeat session expired %d", i)
+        lg.warning(f"Heartbeat session expired {i}")  # each message its own (the throttle lets each through)
     try:
         1 / 0
     except ZeroDivisionError:
@@ -41,3 +41,26 @@ def test_concurrent_lines_stay_whole_and_library_tracebacks_are_text():
     (failed,) = [r for r in records if r["event"] == "heartbeat failed"]
     assert failed["level"] == "error" and failed["logger"] == "kafka.coordinator.heartbeat"
     assert "ZeroDivisionError: division by zero" in failed["exception"] and "Traceback" in failed["exception"]
+
+
+def test_a_library_repeating_one_message_is_throttled_and_the_next_line_counts_what_was_left_out(monkeypatch):
+    import logging
+
+    from worker import logs
+
+    clock = [1000.0]
+    monkeypatch.setattr(logs.time, "monotonic", lambda: clock[0])
+    throttle = logs.LibraryThrottle(seconds=30)
+
+    def record(msg, *args, level=logging.ERROR, name="kafka.net.manager"):
+        return logging.LogRecord(name, level, __file__, 1, msg, args, None)
+
+    failed = "Connection failed: %s"
+    assert throttle.filter(record(failed, "ECONNREFUSED"))
+    assert [throttle.filter(record(failed, "ECONNREFUSED")) for _ in range(5)] == [False] * 5
+    assert throttle.filter(record("Bootstrap failed: %s", "timeout"))  # another message
+    assert throttle.filter(record(failed, "x", level=logging.WARNING))  # another level
+    clock[0] += 31
+    again = record(failed, "ECONNREFUSED")
+    assert throttle.filter(again) and again.getMessage() == \
+        "Connection failed: ECONNREFUSED [5 more like this in the last 30 s left out]"

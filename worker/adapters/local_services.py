@@ -6,6 +6,7 @@ the default level (at RUST_LOG=info it writes gigabytes).
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import random
 import shutil
@@ -56,6 +57,16 @@ class LocalService:
                 self.process.wait(5)
         if self.workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def die_with_parent() -> None:
+    """`preexec_fn` of the processes we start in their own session (so that a terminal's Ctrl-C reaches only
+    us, and we stop them in order): SIGTERM when the process that started them dies, however it dies (Linux;
+    elsewhere nothing)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def free_port(low: int | None = None, high: int | None = None) -> int:
@@ -144,7 +155,7 @@ def _start_tansu(port: int, log_dir: Path | None) -> LocalService:
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([str(tansu_binary()), "broker", "--listener-url", url,
                                  "--advertised-listener-url", url], stdout=log, stderr=subprocess.STDOUT,
-                                env=env, cwd=workdir, start_new_session=True)
+                                env=env, cwd=workdir, start_new_session=True, preexec_fn=die_with_parent)
     return _wait_ready(LocalService("tansu", proc, port, log_path, workdir), timeout=30)
 
 
@@ -162,7 +173,8 @@ def _start_redis(port: int) -> LocalService:
     proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                              "--appendonly", "no", "--dir", str(workdir), "--logfile", str(log_path),
                              "--enable-debug-command", "local"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                            preexec_fn=die_with_parent)
     return _wait_ready(LocalService("redis", proc, port, log_path, workdir), timeout=15)
 
 
@@ -191,7 +203,7 @@ def _start_cluster_node(port: int) -> LocalService:
         [shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind", "127.0.0.1",
          "--save", "", "--appendonly", "no", "--dir", str(workdir), "--logfile", str(log_path),
          "--cluster-enabled", "yes", "--cluster-config-file", str(workdir / "nodes.conf")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, preexec_fn=die_with_parent)
     return _wait_ready(LocalService("redis-cluster", proc, port, log_path, workdir), timeout=15)
 
 
