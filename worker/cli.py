@@ -24,10 +24,17 @@ def _settings() -> Settings:
     try:
         settings = Settings()
     except ValidationError as exc:
-        click.echo(f"invalid configuration:\n{exc}", err=True)
+        lines = [f"  {_env_name(err['loc'])}: {err['msg']}" for err in exc.errors(include_input=False)]
+        click.echo("invalid configuration:\n" + "\n".join(lines), err=True)  # values left out: secrets
         sys.exit(2)
     logs.configure(settings.log_format, settings.log_level)
     return settings
+
+
+def _env_name(loc: tuple) -> str:
+    """The environment variable a validation error is about (`max_batch` -> SW_MAX_BATCH)."""
+    field = str(loc[0]) if loc else ""
+    return field if field.isupper() else f"SW_{field.upper()}"
 
 
 def _redis(settings: Settings) -> redis.Redis:
@@ -105,6 +112,8 @@ def batch(input_path: Path, output_path: Path, chunk: int) -> None:
     from .adapters.local_services import redis_answers, start_redis
     from .batch import run_batch
 
+    if not output_path.resolve().parent.is_dir():
+        raise click.BadParameter(f"no directory {output_path.resolve().parent}", param_hint="--output")
     settings = _settings()
     _stop_on_sigterm()
     own = None

@@ -81,6 +81,13 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: SecretStr) -> SecretStr:
+        if urlsplit(value.get_secret_value()).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("expected redis://, rediss:// or unix:// (e.g. redis://host:6379/0)")  # not echoed: a secret
+        return value
+
     @field_validator("kafka_bootstrap_servers")
     @classmethod
     def _servers(cls, value: str) -> str:

@@ -88,4 +88,14 @@ def test_tls_files_must_exist_at_start_and_reach_the_clients_as_paths(monkeypatc
     assert settings.redacted()["redis_ssl_ca_certs"] == str(ca)
     result = subprocess.run([sys.executable, "-m", "worker.cli", "check"], capture_output=True, text=True, timeout=60,
                             env={**os.environ, "SW_REDIS_SSL_CA_CERTS": str(tmp_path / "gone.pem")})
-    assert result.returncode == 2 and "redis_ssl_ca_certs" in result.stderr, result.stderr
+    assert result.returncode == 2 and "SW_REDIS_SSL_CA_CERTS: Path does not point to a file" in result.stderr, \
+        result.stderr
+
+
+def test_a_bad_setting_exits_2_naming_its_variable_and_never_echoing_a_value():
+    env = {**os.environ, "REDIS_URL": "user:s3cr3t@redis.example:6379", "SW_MAX_BATCH": "abc"}
+    result = subprocess.run([sys.executable, "-m", "worker.cli", "check"], capture_output=True, text=True, timeout=60,
+                            env=env)
+    assert result.returncode == 2, result.stderr
+    assert "REDIS_URL: Value error, expected redis://" in result.stderr and "SW_MAX_BATCH:" in result.stderr
+    assert "s3cr3t" not in result.stderr and "abc" not in result.stderr
