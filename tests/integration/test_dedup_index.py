@@ -171,6 +171,22 @@ def test_an_entry_out_of_the_window_does_not_hide_a_live_one_with_the_same_conte
         assert [(o.duplicate_of, o.kind) for o in outcomes] == [(None, None), (None, None), ("B", "exact_content")]
 
 
+def test_a_late_older_version_does_not_displace_the_latest_article_at_its_url(client):
+    """An update published before the version already seen arrives late: the URL keeps the latest one, so an
+    edit made while that is still in the window is an update, not a new article."""
+    window = 100.0
+    for cut in (1, 2):
+        idx = DedupIndex(client, "test-dedup-" + uuid.uuid4().hex, None, window)
+        try:
+            first = [art("A", STORIES[0], "https://x.example/q", t=60.0),
+                     art("B", STORIES[0] + " Divers inspected the wall.", "https://x.example/q", t=51.0)]
+            out = [o for i in range(0, 2, cut) for o in idx.check_and_insert(first[i:i + cut])]
+            edit = idx.check_and_insert([art("C", STORIES[0] + " Repairs begin.", "https://x.example/q", t=155.0)])
+        finally:
+            idx.drop()
+        assert (out[1].update_of, edit[0].update_of, edit[0].duplicate_of) == ("A", "A", None)
+
+
 def _race(namespace, worker, rounds_items, queue):
     client = redis.Redis.from_url(REDIS_URL)
     idx = DedupIndex(client, namespace, None, WINDOW)

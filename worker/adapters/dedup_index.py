@@ -10,7 +10,7 @@ sample and generation more: each lookup in a large hash is a few cache misses):
     sw:{ns}:log       LIST  per commit (the last LOG_LENGTH), the fields it wrote: what a concurrent batch
                             compares with the fields it read
     sw:{ns}:<g>:a     HASH  ref -> record: the stored decision, plus the sketch for originals
-    sw:{ns}:<g>:u     HASH  url key -> ref of the article last seen at that canonical URL
+    sw:{ns}:<g>:u     HASH  url key -> ref of the latest article (by event time) seen at that canonical URL
     sw:{ns}:<g>:c     HASH  content key -> ref of the first original (or rewrite) with that content
     sw:{ns}:<g>:x     HASH  anchor sample -> refs of originals indexed under it (at most DF_CAP; a full
                             posting marks a sample shared by many unrelated originals: boilerplate)
@@ -478,7 +478,10 @@ class _Batch:
         evidence = self._evidence(ref, fp, raw)
         outcome = decide(item, fp, evidence, self.now, self.window)
         if evidence.stored is None:
-            self._write(ref, item, fp, outcome, self.gens.index(gen))
+            # The URL keeps its latest article by event time: an older version that arrives late (an update
+            # published before the version seen) does not displace it, or it would leave the window first.
+            latest_at_url = evidence.same_url is None or evidence.same_url.event_time <= item.event_time
+            self._write(ref, item, fp, outcome, self.gens.index(gen), url=latest_at_url)
         return outcome
 
     def _live_from(self) -> tuple[int, float]:
@@ -581,7 +584,8 @@ class _Batch:
             out.setdefault(record.article_id, record)
         return out
 
-    def _write(self, ref: bytes, item: DedupInput, fp: Fingerprint, outcome: DedupOutcome, slot: int) -> None:
+    def _write(self, ref: bytes, item: DedupInput, fp: Fingerprint, outcome: DedupOutcome, slot: int,
+               url: bool = True) -> None:
         self.stored[ref] = outcome
         indexed = _indexed(outcome)
         record = IndexedArticle(item.article_id, item.event_time, fp.content_key, fp.level,
@@ -593,9 +597,11 @@ class _Batch:
         encoded = _encode_record(record, outcome)
         writes, written = self.writes, self.written
         writes.append(b"a" + tag + ref + _U32.pack(len(encoded)) + encoded)
-        self.urls.setdefault(fp.url_key, {})[slot] = ref
-        writes.append(b"u" + tag + fp.url_key + value)
-        written += (b"a" + ref, b"u" + fp.url_key)
+        written.append(b"a" + ref)
+        if url:
+            self.urls.setdefault(fp.url_key, {})[slot] = ref
+            writes.append(b"u" + tag + fp.url_key + value)
+            written.append(b"u" + fp.url_key)
         if not indexed:
             return
         self.contents.setdefault(fp.content_key, {}).setdefault(slot, ref)
