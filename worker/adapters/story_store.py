@@ -172,16 +172,12 @@ class StoryStore:
         return self._change_existing(article_id, duplicate_of, event_time, "duplicate_seen", apply)
 
     def update_article(self, item: ClusterInput, update_of: str) -> StoryChange:
-        """Same canonical URL, new content: stays in the earlier article's story, its entities re-counted (an
-        edited copy, whose copy carried none, becomes one of the story's articles)."""
+        """Same canonical URL, new content: stays in the earlier article's story, its entities re-counted."""
         features = self._weighed(item)
 
         def apply(story: dict, original: dict, replaced: str) -> tuple[dict, dict]:
             named = cluster.with_story_names(features, story, self.config)
             state = cluster.replace_article(story, original["entities"], item, named, self.config, replaced)
-            if original["change"]["action"] == "duplicate_seen":  # an edited copy is an article of its own now:
-                state = {**state, "copies": max(0, state["copies"] - 1),  # its entities count, so does it
-                         "article_count": state["article_count"] + 1}
             return state, named.entity_vector
         return self._change_existing(item.article_id, update_of, item.event_time, "article_updated", apply,
                                      replaces=True)
