@@ -378,20 +378,3 @@ def test_other_samples_are_read_only_for_an_item_that_may_have_a_candidate(index
     assert first[0].duplicate_of is None and not seen[-1].candidates and other not in seen[-1].boilerplate
     copy = index.check_and_insert([art("c1", "DUNFORD - " + STORIES[1], "https://wire.example/1", t=T0 + 60)])
     assert copy[0].duplicate_of == "o1" and seen[-1].candidates and other in seen[-1].boilerplate
-
-
-def test_an_edit_after_a_repeat_at_the_url_updates_the_article_not_the_repeat(index):
-    """A re-scrape under a new id is an exact_url repeat; the edit after it is an update of the article (the
-    repeat carries none of its entities), and so is a repeat of a syndicated copy's page: of that copy."""
-    url = "https://penwick.example/quay"
-    index.check_and_insert([art("A", STORIES[0], url)])
-    again = index.check_and_insert([art("A-rescrape", STORIES[0], url, t=T0 + 10)])
-    edit = index.check_and_insert([art("A-edit", STORIES[0] + " Repairs begin.", url, t=T0 + 20)])
-    assert (again[0].kind, again[0].duplicate_of) == ("exact_url", "A")
-    assert (edit[0].update_of, edit[0].duplicate_of) == ("A", None)
-    index.check_and_insert([art("B", STORIES[1], "https://dunford.example/b", t=T0 + 25)])
-    copy_url = "https://wire.example/dunford"
-    copy = index.check_and_insert([art("W", "DUNFORD (Wire) - " + STORIES[1], copy_url, t=T0 + 30)])
-    repeat = index.check_and_insert([art("W2", "DUNFORD (Wire) - " + STORIES[1], copy_url, t=T0 + 40)])
-    assert (copy[0].kind, copy[0].duplicate_of) == ("near_copy", "B")
-    assert (repeat[0].kind, repeat[0].duplicate_of) == ("exact_url", "W")  # the page it repeats, in B's story

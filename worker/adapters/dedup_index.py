@@ -590,7 +590,7 @@ class _Batch:
         indexed = _indexed(outcome)
         record = IndexedArticle(item.article_id, item.event_time, fp.content_key, fp.level,
                                 fp.sketch if indexed else (), fp.title_words,
-                                fp.body_supports_title, outcome.duplicate_of, outcome.kind)
+                                fp.body_supports_title, outcome.duplicate_of)
         self.records[ref] = record
         tag = _U16.pack(slot) + b"\x08"                  # slot, then the length of an 8-byte field
         value = b"\x00\x00\x00\x08" + ref                 # an 8-byte value: the ref
@@ -704,7 +704,7 @@ def _decode_record(raw: bytes) -> IndexedArticle:
     values = struct.unpack(f"<{n_sketch}I{(len(binary) - 4 * n_sketch) // 2}H", binary)
     return IndexedArticle(article_id=h[0], event_time=h[1], content_key=bytes.fromhex(h[2]), level=h[3],
                           sketch=values[:n_sketch], title_words=frozenset(values[n_sketch:]),
-                          body_supports_title=bool(h[4]), duplicate_of=h[6], kind=h[7])
+                          body_supports_title=bool(h[4]), duplicate_of=h[6])
 
 
 def _decode_outcome(raw: bytes) -> DedupOutcome:

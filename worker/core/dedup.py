@@ -5,8 +5,7 @@ same canonical URL, the original with the same content, originals at least two o
 article holds) and applies the outcome. Rules, in order:
 
 1. an article id decided before gets its stored outcome back (redelivery);
-2. same canonical URL: same content is an `exact_url` duplicate, different content an update (no duplicate),
-   both of the article at that URL (not of a repeat of it);
+2. same canonical URL: same content is an `exact_url` duplicate, different content an update (no duplicate);
 3. same normalised content: `exact_content`;
 4. sketch overlap with an original: `near_copy` when most of the smaller article is contained in the other,
    `rewrite` when the overlap is lower but spread over the whole of both articles (sentence-by-sentence
@@ -65,17 +64,10 @@ class IndexedArticle:
     title_words: frozenset[int] = frozenset()
     body_supports_title: bool = True
     duplicate_of: str | None = None
-    kind: str | None = None
 
     @property
     def root(self) -> str:
         return self.duplicate_of or self.article_id
-
-    @property
-    def at_url(self) -> str:
-        """The article this record stands for at its URL: a repeat there (`exact_url`) stands for what it
-        repeats, so that a later edit updates the article, not its repeat."""
-        return self.duplicate_of if self.kind == "exact_url" and self.duplicate_of else self.article_id
 
 
 @dataclass(frozen=True)
@@ -97,8 +89,8 @@ def decide(item: DedupInput, fp: Fingerprint, evidence: Evidence, now: float, wi
     update_of = None
     if live(evidence.same_url):
         if evidence.same_url.content_key == fp.content_key:
-            return _duplicate(item, evidence.same_url.at_url, "exact_url", 1.0, {"by": "canonical_url"})
-        update_of = evidence.same_url.at_url
+            return _duplicate(item, evidence.same_url.root, "exact_url", 1.0, {"by": "canonical_url"})
+        update_of = evidence.same_url.article_id
     if update_of is None and fp.sketch:
         same = evidence.same_content
         if live(same) and not _template_pair(fp, same):
