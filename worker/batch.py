@@ -6,6 +6,7 @@ written whole at the end of a run, or not at all. Serves backfills, reprocessing
 """
 from __future__ import annotations
 
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -38,18 +39,24 @@ def run_batch(settings: Settings, client: redis.Redis, input_path: Path, output_
                         cluster_config=cluster_config, embedder=embedder)
     counts = {"lines": 0, "errors": 0, "duplicates": 0}
     started = time.perf_counter()
-    partial = output_path.with_name(output_path.name + ".partial")  # the output appears whole, or not at all
+    # A file appears whole or not at all (written aside, then renamed); a pipe or device is written as it goes.
+    in_place = output_path.exists() and not output_path.is_file()
+    fd, name = (None, str(output_path)) if in_place else tempfile.mkstemp(
+        prefix=output_path.name + ".", suffix=".partial", dir=output_path.resolve().parent)
+    partial = Path(name)
     try:
-        with open(partial, "w", encoding="utf-8") as out:
+        with (open(fd, "w", encoding="utf-8") if fd is not None else open(partial, "w", encoding="utf-8")) as out:
             for batch in _chunks(input_path, chunk):
                 for result in _with_retries(pipeline, batch, attempts):
                     out.write(_line(result.decision) + "\n")
                     counts["lines"] += 1
                     counts["errors"] += result.decision.error is not None
                     counts["duplicates"] += result.decision.duplicate_of is not None
-        partial.replace(output_path)
+        if not in_place:
+            partial.replace(output_path)
     finally:
-        partial.unlink(missing_ok=True)
+        if not in_place:
+            partial.unlink(missing_ok=True)
         try:
             pipeline.drop_state()
         except redis.RedisError as exc:  # the run's own error, if any, is the one to see

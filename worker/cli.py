@@ -39,7 +39,9 @@ def _env_name(loc: tuple) -> str:
 
 def _redis(settings: Settings) -> redis.Redis:
     """A client for REDIS_URL; a cluster client (same interface) when SW_REDIS_CLUSTER is set."""
-    tls = {"ssl_ca_certs": str(settings.redis_ssl_ca_certs)} if settings.redis_ssl_ca_certs else {}
+    # The CA is for rediss:// (one manifest may serve both): redis-py refuses it on a plain connection.
+    tls = ({"ssl_ca_certs": str(settings.redis_ssl_ca_certs)}
+           if settings.redis_ssl_ca_certs and settings.redis_dsn.startswith("rediss://") else {})
     timeouts = {"socket_timeout": settings.redis_timeout_s, "socket_connect_timeout": settings.redis_timeout_s}
     if settings.redis_cluster:
         from redis.cluster import RedisCluster

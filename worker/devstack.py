@@ -208,29 +208,36 @@ class DevStack:
             time.sleep(1.0)
 
     def close(self) -> None:
-        """Stop the workers, then remove this stack's Redis keys and topics, then stop what it started."""
-        for worker in self.workers:
-            worker.terminate()
+        """Stop the workers, then remove this stack's Redis keys and topics, then stop what it started (that,
+        whatever failed before it)."""
+        try:
+            for worker in self.workers:
+                worker.terminate()
+            self._remove_data()
+        finally:
+            for service in reversed(self._services):
+                service.stop()
+            if not self.keep_files:
+                shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def _remove_data(self) -> None:
         if self.redis is not None:
             try:
                 for key in self.redis.scan_iter(match=f"sw:*{self.env['SW_REDIS_NAMESPACE']}*", count=1000):
                     self.redis.delete(key)
             except redis.RedisError:
                 pass
-        if self.env and self.broker is None:  # a configured broker keeps what it is given: take our topics back
+        settings = getattr(self, "settings", None)  # absent when the stack failed before its settings
+        if settings is not None and self.broker is None:  # a configured broker keeps what it is given
             try:
-                admin = KafkaAdminClient(**self.settings.kafka_common(), request_timeout_ms=5000)
+                admin = KafkaAdminClient(**settings.kafka_common(), request_timeout_ms=5000)
                 try:
-                    admin.delete_topics([self.settings.input_topic, self.settings.output_topic,
-                                         self.settings.dead_letter_topic], timeout_ms=5000)
+                    admin.delete_topics([settings.input_topic, settings.output_topic, settings.dead_letter_topic],
+                                        timeout_ms=5000)
                 finally:
                     admin.close()
-            except KafkaError:
+            except (KafkaError, OSError):
                 pass
-        for service in reversed(self._services):
-            service.stop()
-        if not self.keep_files:
-            shutil.rmtree(self.workdir, ignore_errors=True)
 
     def __enter__(self) -> "DevStack":
         return self

@@ -7,8 +7,8 @@ import pytest
 
 from worker.core.cluster import (DAY, ClusterConfig, ClusterInput, add_copy, article_features, decide,
                                  df_keys, embedding_counts, embedding_mean, embedding_score, filing_keys,
-                                 merge_article, new_story, numbers_of, public_view, rank_candidates, replace_article,
-                                 similarity, weigh, with_story_names)
+                                 heavy_hitters, merge_article, new_story, numbers_of, public_view, rank_candidates,
+                                 replace_article, similarity, weigh, with_story_names)
 from worker.core.embedding import DIM, dequantize, lead_of, quantize
 from worker.core.entities import Entity
 
@@ -205,6 +205,36 @@ def test_a_story_at_its_caps_still_takes_in_what_its_latest_reports_name():
     assert len(story["sources"]) <= 8 and len(public_view(story)["sources"]) <= 8
 
 
+def test_a_name_one_report_gives_never_ranks_above_names_many_reports_give():
+    """A newcomer in a full entity map inherits the evicted mass (Space-Saving), never its count of reports."""
+    config = replace(CONFIG, story_entities_kept=3)
+    story, df = None, Counter()
+    for n in range(10):
+        names = [("Alpha Corp", "ORG"), ("Beta Town", "GPE")] + ([("Low Key", "PERSON")] if n == 0 else [])
+        item = article(f"r{n}", "Alpha Corp plant in Beta Town", "Alpha Corp said.", names, day=n * 0.1)
+        features = weigh(article_features(item, config), df, 1000 + n, config)
+        story = new_story("s", item, features, config) if story is None else merge_article(story, item, features,
+                                                                                           config)
+        df.update(set(df_keys(features)))
+    item = article("late", "Bank to appoint", "A bank.", [("Bank", "ORG")], day=1.5)
+    story = merge_article(story, item, weigh(article_features(item, config), df, 1010, config), config)
+    counts = {e["canonical"]: e["count"] for e in public_view(story)["top_entities"]}
+    assert counts.get("Bank") == 1 and counts["Alpha Corp"] == 10 and counts["Beta Town"] == 10, counts
+    assert heavy_hitters({"a": 1.0}, {"b": 1.0}, 0) == {}
+
+
+def test_an_embedding_length_written_for_another_member_count_is_not_trusted():
+    """A replica of an earlier version merges without updating `emb_len`: the count is the fallback."""
+    config = ClusterConfig(embed_center=False)
+    first = _with_vector(article("a", "Quake", "Fell.", []), _unit(1.0))
+    state = new_story("s", first, weigh(article_features(first, config), Counter(), 0, config), config)
+    assert (state["emb_len"], state["emb_len_n"]) == (1.0, 1)
+    stale = {**state, "emb_n": 30}  # 29 members merged by older code
+    other = _with_vector(article("b", "Quake", "Fell.", []), _unit(0.0, 1.0))
+    merged = merge_article(stale, other, weigh(article_features(other, config), Counter(), 1, config), config)
+    assert dequantize(merged["emb"])[0] > 0.95  # weighed as 30 members, not as 1
+
+
 def test_the_first_and_latest_times_and_member_vectors_are_kept_down_to_a_cap_of_one():
     config = replace(CONFIG, story_times_kept=1, embed_members_kept=1)
     story = None
@@ -227,12 +257,17 @@ def test_a_correction_of_the_article_that_gave_the_headline_replaces_it():
     assert story["headline"] == first.title
     corrected = replace(first, article_id="a1-v2", title="Quake kills 30 in Springfield, Illinois")
     fixed = replace_article(story, f1.entity_vector, corrected, f1, CONFIG, replaced="a1")
-    assert fixed["headline"] == corrected.title and fixed["headline_of"] == "a1-v2"
+    assert fixed["headline"] == corrected.title and fixed["headline_of"] == ["a1-v2", corrected.title]
     again = replace(corrected, article_id="a1-v3", title="Quake kills 31 in Springfield, Illinois")
     assert replace_article(fixed, f1.entity_vector, again, f1, CONFIG, replaced="a1-v2")["headline"] == again.title
     # an update of another article keeps the headline unless its title names more of the story
     edited = replace(second, article_id="a2-v2", title="Rescue goes on")
     assert replace_article(fixed, f2.entity_vector, edited, f2, CONFIG, replaced="a2")["headline"] == corrected.title
+    # a headline changed meanwhile (by a replica of an earlier version, which keeps `headline_of`) stays
+    moved = {**fixed, "headline": "Aftershocks rattle Springfield"}
+    late = replace(corrected, article_id="a1-v3b", title="Quake toll rises")
+    assert replace_article(moved, f1.entity_vector, late, f1, CONFIG, replaced="a1-v2")["headline"] == \
+        "Aftershocks rattle Springfield"
 
 
 def test_the_headline_counts_names_in_whole_words_only():

@@ -59,14 +59,22 @@ class LocalService:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
 
+def _prctl():
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl  # looked up here, not in the forked child
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _prctl()
+
+
 def die_with_parent() -> None:
     """`preexec_fn` of the processes we start in their own session (so that a terminal's Ctrl-C reaches only
-    us, and we stop them in order): SIGTERM when the process that started them dies, however it dies (Linux;
-    elsewhere nothing)."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+    us, and we stop them in order): SIGTERM when the thread that started them ends, that is when our process
+    dies, however it dies (they are started from the main thread; Linux only, elsewhere nothing)."""
+    if _PRCTL is not None:
+        _PRCTL(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def free_port(low: int | None = None, high: int | None = None) -> int:

@@ -335,13 +335,14 @@ def _with_embedding(story: dict, features: ArticleFeatures, config: ClusterConfi
     mean = dequantize(story["emb"]) if n else [0.0] * len(features.embedding)
     # The sum of the members' unit vectors is its direction times its length (at most n: less the more they
     # differ); scaled by n instead, the earlier members would outweigh the later ones.
-    length = story.get("emb_len", n)
+    length = story["emb_len"] if story.get("emb_len_n") == n else n  # written by an older replica: n
     summed = [m * length + x for m, x in zip(mean, features.embedding)]
     norm = math.sqrt(sum(x * x for x in summed)) or 1.0
     members = list(story.get("emb_members", [])) + [quantize(features.embedding)]
     if len(members) > config.embed_members_kept:
         members = members[:1] + members[len(members) - (config.embed_members_kept - 1):]
-    return {"emb": quantize([x / norm for x in summed]), "emb_n": n + 1, "emb_len": norm, "emb_members": members}
+    return {"emb": quantize([x / norm for x in summed]), "emb_n": n + 1, "emb_len": norm, "emb_len_n": n + 1,
+            "emb_members": members}
 
 
 def replace_article(story: dict, old_entity_vector: Mapping[str, float], item: ClusterInput,
@@ -352,8 +353,8 @@ def replace_article(story: dict, old_entity_vector: Mapping[str, float], item: C
                               entity_vector=dict(old_entity_vector))
     entities = _with_entities(_with_entities(story["entities"], removed, -1, config), features, 1, config)
     state = {**story, "entities": entities, "last_seen": max(story["last_seen"], item.event_time)}
-    if replaced is not None and story.get("headline_of") == replaced and item.title:
-        state.update(headline=item.title, headline_of=item.article_id)
+    if replaced is not None and story.get("headline_of") == [replaced, story["headline"]] and item.title:
+        state.update(headline=item.title, headline_of=[item.article_id, item.title])
     else:
         state.update(_headline(story, state, item))
     return state
@@ -365,6 +366,8 @@ def heavy_hitters(counts: Mapping[str, float], added: Mapping[str, float], cap: 
     still takes in what its latest reports name (a plain top-`cap` would drop each newcomer in favour of the
     mass that older keys have piled up), and a key whose true count exceeds 1/`cap` of the total is never lost.
     Deterministic: newcomers in order of weight then key, the lightest evicted first (ties: the largest key)."""
+    if cap <= 0:
+        return {}
     out = dict(counts)
     for key, weight in sorted(added.items(), key=lambda kv: (-kv[1], kv[0])):
         if key in out:
@@ -382,7 +385,8 @@ def _with_entities(entities: Mapping[str, list], features: ArticleFeatures, sign
     """Entity mass and article frequency with one article's entities added (sign 1) or taken out (-1).
 
     Bounded like `heavy_hitters`: a new entity that finds the story's map full takes the place of the one of
-    least mass and inherits its mass and frequency."""
+    least mass and inherits its mass, not its count of reports (what ranks top entities and admits a name to a
+    bare headline: one report's name must not rank as many)."""
     out = {k: list(v) for k, v in entities.items()}
     for key, weight in sorted(features.entity_vector.items(), key=lambda kv: (-kv[1], kv[0])):
         label, name = features.entity_info.get(key, ("", key))
@@ -394,10 +398,10 @@ def _with_entities(entities: Mapping[str, list], features: ArticleFeatures, sign
             continue
         if sign < 0:
             continue  # already evicted: nothing of it left to take out
-        floor = [0.0, 0]
+        floor = 0.0
         if len(out) >= config.story_entities_kept:
-            floor = out.pop(max(out, key=lambda k: (-out[k][0], k)))[:2]
-        out[key] = [floor[0] + weight, floor[1] + 1, label, name]
+            floor = out.pop(max(out, key=lambda k: (-out[k][0], k)))[0]
+        out[key] = [floor + weight, 1, label, name]  # reports naming it: counted, never inherited
     return out
 
 
@@ -415,9 +419,10 @@ def _count_source(sources: Mapping[str, int], source: str, config: ClusterConfig
 
 def _headline(before: dict, after: dict, item: ClusterInput) -> dict:
     """The title that names most of the story's current top entities (a tie keeps the older one), and the
-    article it is the title of (`headline_of`: its correction replaces it)."""
+    article it is the title of, with the title (`headline_of`: a correction of that article replaces it, while
+    the headline is still that title: a replica of an earlier version may have changed it meanwhile)."""
     if not before["headline"]:
-        return {"headline": item.title or "", "headline_of": item.article_id}
+        return {"headline": item.title or "", "headline_of": [item.article_id, item.title or ""]}
     top = [e[3] for e in _top_entities(after, 8)]
 
     def cover(title: str) -> int:  # names it spells out in whole words ("US" is not in "business")
@@ -425,7 +430,7 @@ def _headline(before: dict, after: dict, item: ClusterInput) -> dict:
         return sum(_spells_out(spelled, name) for name in top)
 
     if item.title and cover(item.title) > cover(before["headline"]):
-        return {"headline": item.title, "headline_of": item.article_id}
+        return {"headline": item.title, "headline_of": [item.article_id, item.title]}
     return {"headline": before["headline"], "headline_of": before.get("headline_of")}
 
 
@@ -562,7 +567,8 @@ def public_view(story: dict, top_n: int = 10) -> dict:
         "headline": story["headline"],
         "article_count": story["article_count"],
         "copies": story["copies"],
-        "sources": sorted(story["sources"], key=lambda s: (-story["sources"][s], s)),
+        # most reports first; capped here too for a story state written before outlets were bounded
+        "sources": sorted(story["sources"], key=lambda s: (-story["sources"][s], s))[:ClusterConfig.story_sources_kept],
         "top_entities": [{"canonical": e[3], "label": e[2], "count": e[1]} for e in _top_entities(story, top_n)],
         "first_seen": iso_utc(story["first_seen"]),
         "last_seen": iso_utc(story["last_seen"]),
