@@ -2,10 +2,12 @@
 
 File order is stream order. State lives in Redis under a namespace of its own for the run and is deleted
 afterwards (keys left by a run that was killed expire a week after their last write). The output file is
-written whole at the end of a run, or not at all. Serves backfills, reprocessing and measurement (`../shared/tools/evaluate.py`).
+written whole at the end of a run, or not at all. Serves backfills, reprocessing and measurement
+(`../shared/tools/evaluate.py`).
 """
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 import uuid
@@ -41,11 +43,14 @@ def run_batch(settings: Settings, client: redis.Redis, input_path: Path, output_
     started = time.perf_counter()
     # A file appears whole or not at all (written aside, then renamed); a pipe or device is written as it goes.
     in_place = output_path.exists() and not output_path.is_file()
-    fd, name = (None, str(output_path)) if in_place else tempfile.mkstemp(
-        prefix=output_path.name + ".", suffix=".partial", dir=output_path.resolve().parent)
-    partial = Path(name)
+    if in_place:
+        partial = output_path
+    else:
+        fd, name = tempfile.mkstemp(prefix=output_path.name + ".", suffix=".partial", dir=output_path.resolve().parent)
+        os.close(fd)
+        partial = Path(name)
     try:
-        with (open(fd, "w", encoding="utf-8") if fd is not None else open(partial, "w", encoding="utf-8")) as out:
+        with open(partial, "w", encoding="utf-8") as out:
             for batch in _chunks(input_path, chunk):
                 for result in _with_retries(pipeline, batch, attempts):
                     out.write(_line(result.decision) + "\n")

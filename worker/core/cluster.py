@@ -373,11 +373,14 @@ def heavy_hitters(counts: Mapping[str, float], added: Mapping[str, float], cap: 
         if key in out:
             out[key] += weight
             continue
-        floor = 0
-        if len(out) >= cap:
-            floor = out.pop(max(out, key=lambda k: (-out[k], k)))
+        floor = out.pop(_lightest(out, lambda count: count)) if len(out) >= cap else 0
         out[key] = floor + weight
     return out
+
+
+def _lightest(out: Mapping[str, object], mass) -> str:
+    """The key Space-Saving evicts: the least `mass`, of ties the largest key."""
+    return max(out, key=lambda k: (-mass(out[k]), k))
 
 
 def _with_entities(entities: Mapping[str, list], features: ArticleFeatures, sign: int,
@@ -398,9 +401,7 @@ def _with_entities(entities: Mapping[str, list], features: ArticleFeatures, sign
             continue
         if sign < 0:
             continue  # already evicted: nothing of it left to take out
-        floor = 0.0
-        if len(out) >= config.story_entities_kept:
-            floor = out.pop(max(out, key=lambda k: (-out[k][0], k)))[0]
+        floor = out.pop(_lightest(out, lambda entry: entry[0]))[0] if len(out) >= config.story_entities_kept else 0.0
         out[key] = [floor + weight, 1, label, name]  # reports naming it: counted, never inherited
     return out
 
@@ -561,6 +562,9 @@ def _time_distance(time: float, story_times: Sequence[float], config: ClusterCon
     return days / (days + config.time_scale_days)
 
 
+_SOURCES_SHOWN = ClusterConfig.story_sources_kept
+
+
 def public_view(story: dict, top_n: int = 10) -> dict:
     """The story state consumers see: headline, counts, sources, top entities, ISO times."""
     return {
@@ -568,7 +572,7 @@ def public_view(story: dict, top_n: int = 10) -> dict:
         "article_count": story["article_count"],
         "copies": story["copies"],
         # most reports first; capped here too for a story state written before outlets were bounded
-        "sources": sorted(story["sources"], key=lambda s: (-story["sources"][s], s))[:ClusterConfig.story_sources_kept],
+        "sources": sorted(story["sources"], key=lambda s: (-story["sources"][s], s))[:_SOURCES_SHOWN],
         "top_entities": [{"canonical": e[3], "label": e[2], "count": e[1]} for e in _top_entities(story, top_n)],
         "first_seen": iso_utc(story["first_seen"]),
         "last_seen": iso_utc(story["last_seen"]),
