@@ -15,6 +15,7 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
+from worker.adapters.kafka_io import lag
 from worker.devstack import DevStack
 
 pytestmark = pytest.mark.integration
@@ -87,6 +88,25 @@ def _reset_group(stack: DevStack) -> None:
     consumer.assign(parts)
     consumer.commit({tp: OffsetAndMetadata(0, "", -1) for tp in parts})
     consumer.close()
+
+
+def test_lag_is_what_the_group_has_not_committed(stack):
+    """The stats line's lag against the real broker: committed offsets where the group has them, the log start
+    where it has none."""
+    stack.produce([b"{}"] * 10, partitions=[0] * 6 + [1] * 4)
+    consumer = KafkaConsumer(**stack.settings.kafka_common(), group_id=stack.settings.consumer_group,
+                             enable_auto_commit=False, auto_offset_reset="earliest")
+    parts = [TopicPartition(stack.settings.input_topic, p) for p in range(2)]
+    consumer.assign(parts)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(consumer.highwater(tp) is None for tp in parts):
+            consumer.poll(timeout_ms=500)  # the high watermark arrives with fetch responses
+        assert lag(consumer) == 10
+        consumer.commit({parts[0]: OffsetAndMetadata(4, "", -1)})
+        assert lag(consumer) == (6 - 4) + 4
+    finally:
+        consumer.close()
 
 
 def test_restart_redelivering_everything_creates_no_new_story(stack):

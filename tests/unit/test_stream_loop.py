@@ -148,6 +148,27 @@ class ConsumerWithLag(Consumer):
         return 4
 
 
+def test_lag_counts_a_never_committed_partition_from_its_log_start():
+    """Retention has deleted partition 1's first 7 records and the group never committed there: the earliest
+    reset reads from offset 7, so 3 records are behind, not 10 (partition 0: 10 - 4)."""
+    from worker.adapters.kafka_io import lag
+
+    class Consumer:
+        def assignment(self):
+            return {TopicPartition("in", 0), TopicPartition("in", 1)}
+
+        def highwater(self, tp):
+            return 10
+
+        def committed(self, tp, timeout_ms=None):
+            return 4 if tp.partition == 0 else None
+
+        def beginning_offsets(self, partitions, timeout_ms=None):
+            return {tp: 7 for tp in partitions}
+
+    assert lag(Consumer()) == 6 + 3
+
+
 class RedisDownForAWhile:
     """Fails with a retriable error for `seconds`, then decides."""
 

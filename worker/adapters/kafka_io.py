@@ -117,20 +117,32 @@ class Publisher:
 
 
 def lag(consumer: KafkaConsumer, timeout_ms: int = 5000) -> int | None:
-    """High watermark minus committed offset over assigned partitions (tansu's end_offsets is unreliable).
+    """High watermark minus committed offset over assigned partitions (tansu's end_offsets is unreliable); a
+    partition the group never committed counts from its log start offset (where the earliest reset reads from:
+    after retention has deleted old records, not 0).
 
     Bounded, `timeout_ms` for all partitions together: without a timeout `committed()` waits for the broker
     forever, which stalls the loop in an outage; None when the time ran out.
     """
     deadline = time.monotonic() + timeout_ms / 1000
     total = 0
+    never_committed = {}
     for tp in consumer.assignment():
         high = consumer.highwater(tp)
         left_ms = int((deadline - time.monotonic()) * 1000)
         if high is None or left_ms <= 0:
             return None
-        committed = consumer.committed(tp, timeout_ms=left_ms) or 0
-        total += max(0, high - committed)
+        committed = consumer.committed(tp, timeout_ms=left_ms)
+        if committed is None:
+            never_committed[tp] = high
+        else:
+            total += max(0, high - committed)
+    if never_committed:
+        left_ms = int((deadline - time.monotonic()) * 1000)
+        if left_ms <= 0:
+            return None
+        start = consumer.beginning_offsets(list(never_committed), timeout_ms=left_ms)
+        total += sum(max(0, high - start[tp]) for tp, high in never_committed.items())
     return total
 
 
