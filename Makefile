@@ -26,7 +26,7 @@ soak: $(STAMP)  ## the fault suite at soak sizes
 	SOAK=1 $(VENV)/bin/pytest -q -m faults
 
 bench: $(STAMP)  ## throughput and memory figures
-	$(PY) bench/bench_pipeline.py && $(PY) bench/bench_dedup.py && $(PY) bench/bench_cluster.py && $(PY) bench/bench_embedding.py
+	$(PY) bench/bench_pipeline.py && $(PY) bench/bench_dedup.py && $(PY) bench/bench_cluster.py && $(PY) bench/bench_embedding.py && $(PY) bench/bench_ner.py
 
 evaluate: $(STAMP)  ## quality figures on ../shared/data
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) ../shared/tools/evaluate.py

@@ -1,6 +1,7 @@
 """`story-worker` command line: run the stream worker, batch mode, the demo, and operator helpers."""
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -88,9 +89,12 @@ def run() -> None:
     from .adapters.kafka_io import wait_for_broker
     from .core.entities import EntityExtractor
     from .pipeline import Pipeline
-    from .stream import StreamWorker
+    from .stream import StreamWorker, touch_heartbeat
 
     settings = _settings()
+    # A heartbeat left by the previous run of this container (an emptyDir outlives a restart) must not pass the
+    # startup probe while the models load: the first beat comes from this run.
+    Path(settings.heartbeat_file).unlink(missing_ok=True)
     # Until the loop takes over, a stop ends the start (as PID 1 in a container, Python would ignore SIGTERM).
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: sys.exit(0))
@@ -98,7 +102,8 @@ def run() -> None:
     extractor = EntityExtractor(batch_size=settings.ner_batch_size)
     extractor.extract([("Warm-up", "The model loads before the worker joins its group.")])
     wait_for_broker(settings, timeout=None, waiting=_StartupBeat(settings.heartbeat_file))
-    pipeline = Pipeline(settings, _redis(settings), settings.redis_namespace, live=True, extractor=extractor)
+    pipeline = Pipeline(settings, _redis(settings), settings.redis_namespace, live=True, extractor=extractor,
+                        progress=functools.partial(touch_heartbeat, settings.heartbeat_file))
     pipeline.stories.warm_up()
     log.info("models_loaded", embedding_threads=pipeline.stories.embedding_threads)
     sys.exit(StreamWorker(settings, pipeline).run())

@@ -12,6 +12,7 @@ import json
 import math
 import time
 from dataclasses import dataclass, field, replace
+from typing import Callable
 
 import redis
 import structlog
@@ -81,7 +82,8 @@ class Pipeline:
     """Stateless apart from Redis: any number of replicas may run it on the same namespace."""
 
     def __init__(self, settings: Settings, client: redis.Redis, namespace: str, *, live: bool,
-                 extractor: EntityExtractor, cluster_config: ClusterConfig | None = None, embedder=None):
+                 extractor: EntityExtractor, cluster_config: ClusterConfig | None = None, embedder=None,
+                 progress: Callable[[], None] | None = None):
         # Live mode: state expires a day after its event-time window (wall clock bounds memory); batch mode
         # keeps its namespace for the run and deletes it at the end, and a run killed before that leaves keys
         # that expire a week after their last write.
@@ -97,6 +99,9 @@ class Pipeline:
                                   embedder=embedder, embedding_threads=settings.embedding_threads)
         self.decisions = DecisionLog(client, namespace, dedup_ttl)
         self.client = client
+        # Called after each NER chunk (`ner_batch_size` articles): NER time grows with the length of the texts,
+        # so a batch of long articles beats the liveness heartbeat while it is tagged, not only between batches.
+        self._progress = progress or (lambda: None)
         self._last_time: float | None = None
         self._pending_since: dict[str, float] = {}  # originals of duplicates not decided yet (another replica)
         self._redis_run_id: str | None = None
@@ -293,10 +298,13 @@ class Pipeline:
                 it.skipped_language = lang
                 continue
             to_tag.append(it)
-        if to_tag:
-            tagged = self.extractor.extract([(it.article.title, it.article.text or "") for it in to_tag])
-            for it, ents in zip(to_tag, tagged):
+        step = self.settings.ner_batch_size
+        for start in range(0, len(to_tag), step):
+            chunk = to_tag[start:start + step]
+            for it, ents in zip(chunk, self.extractor.extract([(it.article.title, it.article.text or "")
+                                                               for it in chunk])):
                 it.entities = ents
+            self._progress()
 
     def _originals(self, items: list[_Item]) -> tuple[dict[str, list[Entity]], set[str]]:
         """Entities of every original a duplicate or an update in the batch points at (this batch or stored),

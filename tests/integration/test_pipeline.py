@@ -120,6 +120,23 @@ def test_non_english_articles_skip_ner_but_are_clustered(pipeline):
     assert pipeline.extractor.calls == []
 
 
+def test_a_batch_is_tagged_in_chunks_each_reporting_progress(redis_client):
+    """NER time grows with the texts: the liveness heartbeat beats after each chunk, not only between batches."""
+    beats = []
+    pipeline = Pipeline(Settings(ner_batch_size=2), redis_client, f"test-{uuid.uuid4().hex[:8]}", live=False,
+                        extractor=FakeExtractor(), progress=lambda: beats.append(len(pipeline.extractor.calls)))
+    try:
+        topics = ["ferry timetable", "bridge repairs", "school budget", "harbour dredging", "library hours"]
+        docs = [article(n, title=f"Town{n} {topic} changes", text=f"The council of town {n} voted on {topic} "
+                        f"after {n + 2} months of debate among {30 + n} residents.") for n, topic in enumerate(topics)]
+        results = pipeline.process(incoming(docs))
+        assert [len(call) for call in pipeline.extractor.calls] == [2, 2, 1]
+        assert beats == [1, 2, 3]
+        assert [[e.canonical for e in r.decision.entities] for r in results] == [[f"Town{n}"] for n in range(5)]
+    finally:
+        pipeline.drop_state()
+
+
 def test_duplicate_reuses_its_originals_entities_without_ner(pipeline):
     original = article(1)
     copy = {**original, "id": "copy", "url": "https://other.example/x?utm_source=rss", "source": "other"}

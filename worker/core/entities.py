@@ -131,8 +131,9 @@ class EntityExtractor:
         parsed = self._nlp.pipe((ner_view(value) for _, value in fields), batch_size=self.batch_size)
         raw_spans: list[list[tuple[str, int, int, str, str]]] = [[] for _ in docs]
         for index, ((field, value), doc) in enumerate(zip(fields, parsed)):
+            doc_text = doc.text  # built anew on each access: once per document, not once per entity
             for ent in doc.ents:
-                start, end = trim_span(doc.text, ent.start_char, ent.end_char)
+                start, end = trim_span(doc_text, ent.start_char, ent.end_char)
                 if end > start:
                     raw_spans[index // 2].append((field, start, end, ent.label_, value[start:end]))
         return [self._with_canonical(spans) for spans in raw_spans]
