@@ -30,6 +30,10 @@ from .stats import Stats
 
 log = structlog.get_logger()
 
+# At a stop, after the last batch: leaving the group and flushing the producer wait at most this long each (a
+# stop's whole bound, for the orchestrator's grace period, is in README "Deployment").
+_CLOSE_TIMEOUT_MS = 5000
+
 
 class _Rebalances(ConsumerRebalanceListener):
     """Tracks revocations so that a batch held across a rebalance drops the partitions it no longer owns.
@@ -103,8 +107,9 @@ class StreamWorker:
             raise
         finally:
             self._periodic(consumer, stopping=True)
-            consumer.close(autocommit=False)  # leaves the group: partitions move at once
-            self.publisher.close()
+            # leaves the group (partitions move at once), bounded: in an outage a stop must still end in time
+            consumer.close(autocommit=False, timeout_ms=_CLOSE_TIMEOUT_MS)
+            self.publisher.close(timeout=_CLOSE_TIMEOUT_MS / 1000)
             log.info("stopped")
         return 0
 

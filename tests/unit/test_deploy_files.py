@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 import pytest
 
 from worker.models import Article
+from worker.settings import Settings
+from worker.stream import _CLOSE_TIMEOUT_MS
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
@@ -220,7 +222,29 @@ def test_compose_worker_builds_the_dockerfile_and_is_wired(services):
     assert deps.get("kafka") == "service_healthy" and deps.get("redis") == "service_healthy", deps
     assert deps.get("topics") == "service_completed_successfully", deps
     assert (worker.get("deploy") or {}).get("replicas") == 2, worker.get("deploy")
-    assert worker.get("stop_grace_period") == "120s", worker.get("stop_grace_period")
+    grace = re.fullmatch(r"(\d+)s", str(worker.get("stop_grace_period")))
+    assert grace and int(grace[1]) >= _stop_bound_s(env), worker.get("stop_grace_period")
+
+
+def _stop_bound_s(env: dict[str, str]) -> float:
+    """Longest a stop takes in a broker outage, with the deployment's settings: the attempt in flight and the
+    last one each publish and commit (SW_PRODUCE_TIMEOUT_S each), the shutdown deadline between them, then the
+    bounded close of the consumer and the producer; and 10 s for the attempts' own work."""
+    settings = Settings(**{k[3:].lower(): v for k, v in env.items()
+                           if k in ("SW_PRODUCE_TIMEOUT_S", "SW_SHUTDOWN_DEADLINE_S")})
+    return 2 * 2 * settings.produce_timeout_s + settings.shutdown_deadline_s + 2 * _CLOSE_TIMEOUT_MS / 1000 + 10
+
+
+def _unknown_settings(env: dict[str, str]) -> set[str]:
+    """SW_ variables no setting reads (the settings ignore unknown names: a misspelt one would silently do
+    nothing)."""
+    return {k for k in env if k.startswith("SW_") and k[3:].lower() not in Settings.model_fields}
+
+
+def test_compose_sets_only_variables_the_worker_reads():
+    services = _yaml().safe_load(COMPOSE.read_text(encoding="utf-8"))["services"]
+    for name in ("worker", "topics", "producer"):
+        assert not _unknown_settings(_env(services[name])), (name, _unknown_settings(_env(services[name])))
 
 
 def test_compose_one_shot_services_use_the_worker_image(services):
@@ -262,7 +286,7 @@ def test_k8s_deployment_runs_non_root_with_liveness_probe(k8s):
         probe = container.get(kind) or {}
         assert (probe.get("exec") or {}).get("command", [])[:2] == ["story-worker", "check"], (kind, probe)
     assert deployment["spec"]["replicas"] == 3
-    assert pod.get("terminationGracePeriodSeconds") >= 30 + 30 + 30  # attempt in flight, deadline, last attempt
+    assert pod.get("terminationGracePeriodSeconds") >= _stop_bound_s(k8s["ConfigMap"]["data"])
     assert (container.get("resources") or {}).get("limits", {}).get("memory"), "no memory limit"
 
 
@@ -275,6 +299,19 @@ def test_k8s_config_and_secrets_are_wired(k8s):
     secret_envs = {e["name"] for e in container.get("env", []) if "secretKeyRef" in (e.get("valueFrom") or {})}
     assert {"REDIS_URL", "SW_KAFKA_SASL_PASSWORD"} <= secret_envs, secret_envs
     assert not {"REDIS_URL", "SW_KAFKA_SASL_PASSWORD"} & set(config["data"]), "secrets in the ConfigMap"
+
+
+def test_k8s_sets_only_variables_the_worker_reads(k8s):
+    container = k8s["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    names = {**k8s["ConfigMap"]["data"], **{e["name"]: "" for e in container.get("env", [])}}
+    assert not _unknown_settings(names), _unknown_settings(names)
+
+
+def test_k8s_disruption_budget_keeps_all_but_one_replica(k8s):
+    deployment, budget = k8s["Deployment"], k8s["PodDisruptionBudget"]["spec"]
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert budget["selector"]["matchLabels"].items() <= labels.items(), (budget["selector"], labels)
+    assert budget.get("maxUnavailable") == 1, budget
 
 
 def test_k8s_tls_ca_files_are_mounted_from_the_secret(k8s):

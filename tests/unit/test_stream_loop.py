@@ -205,7 +205,7 @@ class ConsumerPollFailing(ConsumerWithLag):
     def poll(self, timeout_ms=0, max_records=None):
         raise KafkaConnectionError("broker gone")
 
-    def close(self, autocommit=False):
+    def close(self, autocommit=False, timeout_ms=None):
         pass
 
 
@@ -213,7 +213,7 @@ def test_a_failing_poll_backs_off_exponentially_and_stats_lines_go_on(monkeypatc
     settings = Settings(stats_interval_s=0.3, retry_initial_s=0.05, retry_max_s=0.4,
                         heartbeat_file=str(tmp_path / "beat"))
     monkeypatch.setattr("worker.stream.make_consumer", lambda *_: ConsumerPollFailing())
-    worker = StreamWorker(settings, pipeline=None, publisher=SimpleNamespace(close=lambda: None))
+    worker = StreamWorker(settings, pipeline=None, publisher=SimpleNamespace(close=lambda timeout=None: None))
     threading.Timer(1.6, worker.request_stop).start()
     with structlog.testing.capture_logs() as logs:
         assert worker.run() == 0
@@ -229,7 +229,7 @@ def test_an_unexpected_error_is_logged_as_an_event_before_the_process_ends(monke
         def poll(self, timeout_ms=0, max_records=None):
             return {TopicPartition("in", 0): [record]}
 
-        def close(self, autocommit=False):
+        def close(self, autocommit=False, timeout_ms=None):
             pass
 
     def broken(batch):
@@ -237,7 +237,7 @@ def test_an_unexpected_error_is_logged_as_an_event_before_the_process_ends(monke
 
     monkeypatch.setattr("worker.stream.make_consumer", lambda *_: OneRecord())
     worker = StreamWorker(Settings(heartbeat_file=str(tmp_path / "beat")), pipeline=SimpleNamespace(process=broken),
-                          publisher=SimpleNamespace(close=lambda: None))
+                          publisher=SimpleNamespace(close=lambda timeout=None: None))
     with structlog.testing.capture_logs() as logs, pytest.raises(RuntimeError):
         worker.run()
     (failed,) = [line for line in logs if line["event"] == "worker_failed"]
