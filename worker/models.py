@@ -185,7 +185,8 @@ class DeadLetter(BaseModel):
     model_config = ConfigDict(json_schema_extra={"$id": f"story-worker/dead_letter.v{DEAD_LETTER_SCHEMA_VERSION}.json"})
 
     schema_version: Literal[1] = DEAD_LETTER_SCHEMA_VERSION
-    error_class: str = Field(description="Machine-readable class: not_utf8, not_json, invalid, oversize, processing.")
+    error_class: str = Field(description="Machine-readable class: not_utf8, not_json, invalid, oversize, processing, "
+                             "unreadable (the client could not decode the record: no bytes kept).")
     reason: str = Field(description="Readable reason.")
     source: SourceRecord
     value_b64: str = Field(description="The original bytes, base64 (possibly truncated: see value_truncated).")

@@ -42,6 +42,7 @@ class Incoming:
     value: bytes | None
     source: SourceRecord
     fallback_time: float | None = None  # broker timestamp (live); None: the previous article's time (batch)
+    unreadable: str | None = None  # the client could not decode the record (why): dead-lettered, no bytes
 
 
 @dataclass
@@ -223,6 +224,8 @@ class Pipeline:
         now = dt.datetime.now(dt.timezone.utc)
         for index, msg in enumerate(batch):
             try:
+                if msg.unreadable is not None:
+                    raise InvalidMessage("unreadable", msg.unreadable)
                 article = parse_article(msg.value, max_bytes=self.settings.max_message_bytes,
                                         max_text_chars=self.settings.max_text_chars)
             except InvalidMessage as exc:

@@ -13,15 +13,16 @@ import signal
 import threading
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 
 import structlog
 from kafka import KafkaConsumer
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.errors import CommitFailedError, KafkaError
+from kafka.errors import CommitFailedError, CorruptRecordError, KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from .adapters.kafka_io import Publisher, lag, make_consumer
+from .adapters.kafka_io import Publisher, lag, make_consumer, unreadable_record
 from .errors import DependencyUnavailable
 from .models import SourceRecord
 from .pipeline import Incoming, Pipeline, Result
@@ -88,6 +89,10 @@ class StreamWorker:
                 try:
                     polled = consumer.poll(timeout_ms=self.settings.poll_timeout_ms,
                                            max_records=self.settings.max_batch)
+                except CorruptRecordError as exc:
+                    rebalances.revoked.clear()
+                    self._handle(consumer, [self._skip_unreadable(consumer, exc)], rebalances)
+                    continue
                 except KafkaError as exc:  # nothing read, nothing committed: try again, do not exit
                     log.warning("poll_failed", reason=repr(exc), backoff_s=round(poll_backoff, 2))
                     self._stop.wait(poll_backoff)
@@ -112,6 +117,20 @@ class StreamWorker:
             self.publisher.close(timeout=_CLOSE_TIMEOUT_MS / 1000)
             log.info("stopped")
         return 0
+
+    @staticmethod
+    def _skip_unreadable(consumer: KafkaConsumer, exc: CorruptRecordError) -> "UnreadableRecord":
+        """The record a poll could not decode, skipped (the next poll reads past it) and handed back to be
+        dead-lettered like any bad input: its batch commits past it once the dead letter is acknowledged, and a
+        worker stopped before that reads it again. Raises `exc` when the record cannot be located: polling again
+        would spin on it (see `unreadable_record`), a restart will not."""
+        where = unreadable_record(consumer)
+        if where is None:
+            raise exc
+        tp, offset = where
+        log.warning("unreadable_record", partition=f"{tp.topic}:{tp.partition}", offset=offset, reason=repr(exc))
+        consumer.seek(tp, offset + 1)
+        return UnreadableRecord(tp.topic, tp.partition, offset, f"the record could not be decoded: {exc}")
 
     def _handle(self, consumer: KafkaConsumer, records: list[ConsumerRecord], rebalances: _Rebalances) -> None:
         """Process one batch until it is published and committed, or abandoned (revoked / stopping)."""
@@ -277,7 +296,21 @@ def _at(record: ConsumerRecord) -> tuple[str, int, int]:
     return record.topic, record.partition, record.offset
 
 
-def _incoming(record: ConsumerRecord) -> Incoming:
+@dataclass(frozen=True)
+class UnreadableRecord:
+    """Where a record the client could not decode sits, and why: it stands in for the record in its batch."""
+    topic: str
+    partition: int
+    offset: int
+    reason: str
+    timestamp: None = None
+
+
+def _incoming(record: ConsumerRecord | UnreadableRecord) -> Incoming:
+    if isinstance(record, UnreadableRecord):
+        return Incoming(value=None, source=SourceRecord(topic=record.topic, partition=record.partition,
+                                                        offset=record.offset, timestamp=None),
+                        unreadable=record.reason)
     headers = [(k, base64.b64encode(v or b"").decode()) for k, v in (record.headers or [])]
     source = SourceRecord(topic=record.topic, partition=record.partition, offset=record.offset,
                           timestamp=record.timestamp,

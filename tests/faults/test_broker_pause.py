@@ -64,3 +64,30 @@ def test_broker_unreachable_no_crash_no_commit_of_unpublished_work_nothing_lost(
     print(line)
     report.assert_clean(line)
     assert report.decided == count and report.stories == report.reference_stories, line
+
+
+def test_a_stop_during_a_broker_outage_ends_cleanly_within_its_bound(make_stack):
+    """SIGTERM while the batch in flight waits for a paused broker: the worker gives the batch up at its
+    deadline, leaves unacknowledged records behind in its producer, and still exits 0 (not 1 with a traceback
+    from closing that producer) within the bound the deployment's grace period is sized from."""
+    articles = make_articles(600, seed=37)
+    values, keys = encode(articles)
+    stack = make_stack()
+    worker = stack.start_worker()
+    stack.wait_logged(worker, "partitions_assigned")
+    stack.produce(values, keys)
+    wait_until(lambda: progress(stack) >= 32, 120, "first commits")
+    stack.broker.pause()
+    try:
+        wait_until(lambda: logged(worker, "batch_retry"), 60, "a batch waiting for the broker")
+        started = time.monotonic()
+        code = worker.terminate(timeout=180)
+        took = time.monotonic() - started
+    finally:
+        stack.broker.resume()
+    produce_s, deadline_s = float(FAULT_ENV["SW_PRODUCE_TIMEOUT_S"]), float(FAULT_ENV["SW_SHUTDOWN_DEADLINE_S"])
+    bound = 2 * 2 * produce_s + deadline_s + 2 * 5 + 10  # as tests/unit/test_deploy_files.py sizes the grace
+    tail = worker.log_path.read_text(errors="replace")[-1500:]
+    assert code == 0, tail
+    assert logged(worker, "stopped") and logged(worker, "batch_abandoned_at_shutdown"), tail
+    assert took <= bound, f"the stop took {took:.0f}s, over {bound:.0f}s"

@@ -13,7 +13,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import pytest
-from kafka import KafkaConsumer, TopicPartition
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
 from worker.adapters.kafka_io import Publisher, lag
@@ -81,6 +81,39 @@ def test_malformed_messages_go_to_dead_letters_and_the_worker_keeps_going(stack)
         {"not_json": 1, "not_utf8": 1, "invalid": 3, "oversize": 1})
     assert all(d["reason"] and d["source"]["offset"] is not None for d in letters)
     assert {a["id"] for a in good} <= set(by_article(events))
+
+
+class _UndecodableName(str):
+    """A header name that goes on the wire as bytes that are not UTF-8 (as a producer in another language may
+    send): the consumer cannot decode the record."""
+
+    def encode(self, *args, **kwargs):
+        return b"\xff\xfetrace"
+
+
+def test_a_record_the_client_cannot_decode_is_dead_lettered_and_the_partition_goes_on(stack):
+    """kafka-python raises CorruptRecordError on such a record, then spins in every later poll: the worker must
+    skip it, dead-letter where it was, and decide the records after it."""
+    good = samples()[:2]
+    producer = KafkaProducer(**stack.settings.kafka_common())
+    try:
+        producer.send(stack.settings.input_topic, value=encode(good[:1])[0], partition=0).get(10)
+        producer.send(stack.settings.input_topic, value=b"{}", partition=0, headers=[(_UndecodableName("h"), b"v")]
+                      ).get(10)
+        producer.send(stack.settings.input_topic, value=encode(good[1:])[0], partition=0).get(10)
+    finally:
+        producer.close()
+    worker = stack.start_worker()
+    events, letters = stack.wait_accounted({a["id"] for a in good}, dead=1)
+    assert worker.process.poll() is None, "worker must survive an unreadable record"
+    (letter,) = letters
+    assert letter["error_class"] == "unreadable" and "UnicodeDecodeError" in letter["reason"], letter
+    assert (letter["source"]["partition"], letter["source"]["offset"]) == (0, 1)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and stack.committed()[0] < 3:
+        time.sleep(0.5)
+    assert stack.committed()[0] == 3
+    assert worker.terminate() == 0
 
 
 def _reset_group(stack: DevStack) -> None:
