@@ -137,6 +137,7 @@ class StreamWorker:
         delay = self.settings.retry_initial_s
         give_up_at: float | None = None
         decided_before: dict[tuple[str, int, int], Result] = {}  # by an attempt that failed after deciding
+        returned: set[TopicPartition] = set()  # revoked during a wait and assigned here again
         while records:
             started = time.monotonic()
             try:
@@ -150,7 +151,7 @@ class StreamWorker:
                 # counted as first decided: a retry gets this batch's own decisions back as redelivered
                 decided = [decided_before.get(at, r) for at, r in zip(where, results)]
                 try:
-                    self._commit(consumer, records)
+                    self._commit(consumer, records, returned)
                 except CommitFailedError:  # published, so decided here: their new owner counts them as redelivered
                     self.stats.batch(decided, time.monotonic() - started)
                     raise
@@ -179,6 +180,7 @@ class StreamWorker:
                 # another member are dropped: it reads them again from the last commit.
                 owned = consumer.assignment()
                 records = [r for r in records if TopicPartition(r.topic, r.partition) in owned]
+                returned |= rebalances.revoked & owned
                 rebalances.revoked.clear()
 
     def _wait_paused(self, consumer: KafkaConsumer, rebalances: _Rebalances, seconds: float,
@@ -227,9 +229,11 @@ class StreamWorker:
         for event in sorted((e for r in results for e in r.events), key=lambda e: (e.story_id, e.version)):
             yield s.output_topic, event.story_id.encode(), event.model_dump_json().encode()
 
-    def _commit(self, consumer: KafkaConsumer, records: list[ConsumerRecord]) -> None:
+    def _commit(self, consumer: KafkaConsumer, records: list[ConsumerRecord],
+                returned: set[TopicPartition] = frozenset()) -> None:
         """Commit past the batch, for the partitions this member owns now: a partition that moved during a
-        retry is its new owner's to commit (committing it here could move its offset back)."""
+        retry is its new owner's to commit (committing it here could move its offset back). Nor is one that
+        came back (`returned`) committed where its owner meanwhile committed as far or further."""
         offsets: dict[TopicPartition, int] = defaultdict(int)
         for r in records:
             tp = TopicPartition(r.topic, r.partition)
@@ -240,9 +244,15 @@ class StreamWorker:
             log.warning("commit_skipped_moved_partitions", partitions=[f"{tp.topic}-{tp.partition}" for tp in moved])
             for tp in moved:
                 del offsets[tp]
-        if not offsets:
-            return
         try:
+            behind = [tp for tp in offsets if tp in returned
+                      and (consumer.committed(tp, timeout_ms=self._kafka_timeout_ms) or 0) >= offsets[tp]]
+            if behind:
+                log.warning("commit_skipped_behind", partitions=[f"{tp.topic}-{tp.partition}" for tp in behind])
+                for tp in behind:
+                    del offsets[tp]
+            if not offsets:
+                return
             # Bounded (a KafkaTimeoutError retries the batch): unbounded, an outage would stall the loop here.
             consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()},
                             timeout_ms=self._kafka_timeout_ms)

@@ -136,6 +136,33 @@ def test_a_partition_that_moved_during_the_retry_is_left_to_its_new_owner_to_com
     assert {tp.partition: meta.offset for tp, meta in committed.items()} == {0: 8}
 
 
+class ConsumerRebalancedDuringTheWait(Consumer):
+    """A poll of the backoff revokes partition 0 and assigns it back; meanwhile another member, which owned it
+    for a while, processed it and committed up to 30."""
+
+    def __init__(self, rebalances):
+        super().__init__()
+        self.rebalances = rebalances
+
+    def poll(self, timeout_ms=0, max_records=None):
+        self.rebalances.revoked.add(TopicPartition("in", 0))
+        return {}
+
+    def committed(self, tp, timeout_ms=None):
+        return 30 if tp.partition == 0 else 4
+
+
+def test_a_partition_that_came_back_is_not_committed_behind_its_owner_s_commit_meanwhile():
+    records = [SimpleNamespace(topic="in", partition=p, offset=7, value=b"{}", key=None, headers=[], timestamp=0)
+               for p in (0, 1)]
+    rebalances = SimpleNamespace(revoked=set())
+    consumer = ConsumerRebalancedDuringTheWait(rebalances)
+    worker = StreamWorker(Settings(retry_initial_s=0.01), pipeline=Replaying(), publisher=PublisherAwayOnce())
+    worker._handle(consumer, records, rebalances)
+    committed, = consumer.commits
+    assert {tp.partition: meta.offset for tp, meta in committed.items()} == {1: 8}
+
+
 class ConsumerWithLag(Consumer):
     def poll(self, timeout_ms=0, max_records=None):
         time.sleep(min(timeout_ms, 20) / 1000)  # a poll of an idle, paused consumer waits out its timeout
