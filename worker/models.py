@@ -146,6 +146,9 @@ class StoryState(BaseModel):
     top_entities: list[TopEntity]
     first_seen: dt.datetime
     last_seen: dt.datetime
+    closed: bool = Field(default=False, description="The story left the active window (story_closed): no new "
+                         "article joins it; a late copy or update of one of its articles still changes it, and "
+                         "the events of those changes, of higher versions, say closed too.")
 
 
 class StoryEvent(BaseModel):

@@ -163,6 +163,9 @@ def test_close_expired_closes_once_and_offers_the_event_until_confirmed(store):
     assert store.close_expired() == closed  # its publish failed: offered again, same version
     store.confirm_closed([c.story_id for c in closed])
     assert store.close_expired() == []
+    assert closed[0].story["closed"] and not old.story["closed"]
+    late_copy = store.add_duplicate("a1-copy", duplicate_of="a1", source="copier", event_time=T0 + 41 * DAY)
+    assert (late_copy.story_id, late_copy.version, late_copy.story["closed"]) == (old.story_id, 3, True)
     store.assign([report("c1", day=80, title="Quake in Quito", names=(("Quito", "GPE"),))])
     queued = store.close_expired()  # b1's story left the window in turn: its event offered, not confirmed,
     store.redis.delete(*[store._story_key(c.story_id) for c in queued])  # and then its state expired

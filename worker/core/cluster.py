@@ -576,6 +576,7 @@ def public_view(story: dict, top_n: int = 10) -> dict:
         "top_entities": [{"canonical": e[3], "label": e[2], "count": e[1]} for e in _top_entities(story, top_n)],
         "first_seen": iso_utc(story["first_seen"]),
         "last_seen": iso_utc(story["last_seen"]),
+        "closed": bool(story.get("closed")),
     }
 
 
