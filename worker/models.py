@@ -189,7 +189,8 @@ class DeadLetter(BaseModel):
 
     schema_version: Literal[1] = DEAD_LETTER_SCHEMA_VERSION
     error_class: str = Field(description="Machine-readable class: not_utf8, not_json, invalid, oversize, processing, "
-                             "unreadable (the client could not decode the record: no bytes kept).")
+                             "unreadable (the client could not decode the record, or one before it in its record "
+                             "batch: no bytes kept).")
     reason: str = Field(description="Readable reason.")
     source: SourceRecord
     value_b64: str = Field(description="The original bytes, base64 (possibly truncated: see value_truncated).")

@@ -307,7 +307,10 @@ class Pipeline:
             for it, ents in zip(chunk, self.extractor.extract([(it.article.title, it.article.text or "")
                                                                for it in chunk])):
                 it.entities = ents
-            self._progress()
+            try:
+                self._progress()
+            except Exception as exc:  # noqa: BLE001 - a heartbeat fault is no property of the articles (poison)
+                log.warning("progress_failed", reason=repr(exc))
 
     def _originals(self, items: list[_Item]) -> tuple[dict[str, list[Entity]], set[str]]:
         """Entities of every original a duplicate or an update in the batch points at (this batch or stored),

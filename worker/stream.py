@@ -22,7 +22,7 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import CommitFailedError, CorruptRecordError, KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from .adapters.kafka_io import Publisher, lag, make_consumer, unreadable_record
+from .adapters.kafka_io import Publisher, lag, make_consumer, undecodable
 from .errors import DependencyUnavailable
 from .models import SourceRecord
 from .pipeline import Incoming, Pipeline, Result
@@ -87,12 +87,10 @@ class StreamWorker:
             while not self._stop.is_set():
                 self._heartbeat()
                 try:
-                    polled = consumer.poll(timeout_ms=self.settings.poll_timeout_ms,
-                                           max_records=self.settings.max_batch)
+                    polled, raised = consumer.poll(timeout_ms=self.settings.poll_timeout_ms,
+                                                   max_records=self.settings.max_batch), None
                 except CorruptRecordError as exc:
-                    rebalances.revoked.clear()
-                    self._handle(consumer, [self._skip_unreadable(consumer, exc)], rebalances)
-                    continue
+                    polled, raised = {}, exc
                 except KafkaError as exc:  # nothing read, nothing committed: try again, do not exit
                     log.warning("poll_failed", reason=repr(exc), backoff_s=round(poll_backoff, 2))
                     self._stop.wait(poll_backoff)
@@ -101,7 +99,7 @@ class StreamWorker:
                         self._stats_line(consumer, lag_timeout_ms=1000)
                     continue
                 poll_backoff = self.settings.retry_initial_s
-                records = _in_order(polled)
+                records = _in_order(polled) + self._skip_undecodable(consumer, raised)
                 if records:
                     rebalances.revoked.clear()
                     self._handle(consumer, records, rebalances)
@@ -119,18 +117,20 @@ class StreamWorker:
         return 0
 
     @staticmethod
-    def _skip_unreadable(consumer: KafkaConsumer, exc: CorruptRecordError) -> "UnreadableRecord":
-        """The record a poll could not decode, skipped (the next poll reads past it) and handed back to be
-        dead-lettered like any bad input: its batch commits past it once the dead letter is acknowledged, and a
-        worker stopped before that reads it again. Raises `exc` when the record cannot be located: polling again
-        would spin on it (see `unreadable_record`), a restart will not."""
-        where = unreadable_record(consumer)
-        if where is None:
-            raise exc
-        tp, offset = where
-        log.warning("unreadable_record", partition=f"{tp.topic}:{tp.partition}", offset=offset, reason=repr(exc))
+    def _skip_undecodable(consumer: KafkaConsumer, raised: CorruptRecordError | None = None) -> list["UnreadableRecord"]:
+        """The record a poll could not decode (it `raised`, or kept the error for the next poll), skipped (the
+        next poll reads past it) and handed back, to be dead-lettered like any bad input in its batch: the batch
+        commits past it once the dead letter is acknowledged, and a worker stopped before that reads it again.
+        Raises `raised` when the record cannot be located: polling again would spin on it (see `undecodable`)."""
+        found = undecodable(consumer, raised)
+        if found is None:
+            if raised is not None:
+                raise raised
+            return []
+        tp, offset, why = found
+        log.warning("unreadable_record", partition=f"{tp.topic}:{tp.partition}", offset=offset, reason=why)
         consumer.seek(tp, offset + 1)
-        return UnreadableRecord(tp.topic, tp.partition, offset, f"the record could not be decoded: {exc}")
+        return [UnreadableRecord(tp.topic, tp.partition, offset, why)]
 
     def _handle(self, consumer: KafkaConsumer, records: list[ConsumerRecord], rebalances: _Rebalances) -> None:
         """Process one batch until it is published and committed, or abandoned (revoked / stopping)."""
@@ -201,11 +201,15 @@ class StreamWorker:
                 try:
                     polled = consumer.poll(timeout_ms=min(500, max(1, int((deadline - time.monotonic()) * 1000))),
                                            max_records=self.settings.max_batch)
+                except CorruptRecordError as exc:
+                    fetched += self._skip_undecodable(consumer, exc)
+                    continue
                 except KafkaError as exc:
                     log.warning("poll_failed", reason=repr(exc))
                     time.sleep(0.5)
                     continue
-                fetched += _in_order(polled)
+                # before the next pause, which would hide an error this poll kept for the next one
+                fetched += _in_order(polled) + self._skip_undecodable(consumer)
                 if time.monotonic() >= self._next_stats:
                     self._stats_line(consumer, lag_timeout_ms=1000)  # an outage shows while it lasts
         finally:

@@ -137,6 +137,21 @@ def test_a_batch_is_tagged_in_chunks_each_reporting_progress(redis_client):
         pipeline.drop_state()
 
 
+def test_a_failing_progress_callback_does_not_make_the_batch_poison(redis_client):
+    """A heartbeat file that cannot be written is no property of the articles: they are decided, not
+    dead-lettered one by one as if they had made processing fail."""
+    def unwritable():
+        raise PermissionError("heartbeat file not writable")
+
+    pipeline = Pipeline(Settings(), redis_client, f"test-{uuid.uuid4().hex[:8]}", live=False,
+                        extractor=FakeExtractor(), progress=unwritable)
+    try:
+        results = pipeline.process(incoming([article(1)]))
+        assert results[0].dead_letter is None and results[0].decision.story_id
+    finally:
+        pipeline.drop_state()
+
+
 def test_duplicate_reuses_its_originals_entities_without_ner(pipeline):
     original = article(1)
     copy = {**original, "id": "copy", "url": "https://other.example/x?utm_source=rss", "source": "other"}

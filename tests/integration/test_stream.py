@@ -91,28 +91,39 @@ class _UndecodableName(str):
         return b"\xff\xfetrace"
 
 
-def test_a_record_the_client_cannot_decode_is_dead_lettered_and_the_partition_goes_on(stack):
-    """kafka-python raises CorruptRecordError on such a record, then spins in every later poll: the worker must
-    skip it, dead-letter where it was, and decide the records after it."""
-    good = samples()[:2]
-    producer = KafkaProducer(**stack.settings.kafka_common())
+def test_a_record_the_client_cannot_decode_is_dead_lettered_and_the_partitions_go_on(stack):
+    """kafka-python raises CorruptRecordError on such a record (or keeps the error for the next poll when it has
+    other records to return first), then spins in every later poll: the worker must skip it, dead-letter where
+    it was, and decide what comes after. The client reads a record batch from its start, so the records after
+    the bad one in its batch cannot be read either: they are dead-lettered too, as following it."""
+    articles = samples()[:6]
+    first, after, later, other = articles[:1], articles[1:3], articles[3:4], articles[4:6]
+    batched = KafkaProducer(**stack.settings.kafka_common(), linger_ms=500)
+    single = KafkaProducer(**stack.settings.kafka_common())
     try:
-        producer.send(stack.settings.input_topic, value=encode(good[:1])[0], partition=0).get(10)
-        producer.send(stack.settings.input_topic, value=b"{}", partition=0, headers=[(_UndecodableName("h"), b"v")]
-                      ).get(10)
-        producer.send(stack.settings.input_topic, value=encode(good[1:])[0], partition=0).get(10)
+        for value, headers in ([(v, []) for v in encode(first)] + [(b"{}", [(_UndecodableName("h"), b"v")])]
+                               + [(v, []) for v in encode(after)]):
+            batched.send(stack.settings.input_topic, value=value, partition=0, headers=headers)
+        batched.flush(10)  # offsets 0-3 in one record batch, the undecodable record at offset 1
+        for value in encode(later):
+            single.send(stack.settings.input_topic, value=value, partition=0).get(10)
+        for value in encode(other):
+            single.send(stack.settings.input_topic, value=value, partition=1).get(10)
     finally:
-        producer.close()
+        batched.close()
+        single.close()
     worker = stack.start_worker()
-    events, letters = stack.wait_accounted({a["id"] for a in good}, dead=1)
+    events, letters = stack.wait_accounted({a["id"] for a in first + later + other}, dead=3)
     assert worker.process.poll() is None, "worker must survive an unreadable record"
-    (letter,) = letters
-    assert letter["error_class"] == "unreadable" and "UnicodeDecodeError" in letter["reason"], letter
-    assert (letter["source"]["partition"], letter["source"]["offset"]) == (0, 1)
+    assert {(d["source"]["partition"], d["source"]["offset"]) for d in letters} == {(0, 1), (0, 2), (0, 3)}
+    assert {d["error_class"] for d in letters} == {"unreadable"}
+    reasons = {d["source"]["offset"]: d["reason"] for d in letters}
+    assert "UnicodeDecodeError" in reasons[1] and "follows one" not in reasons[1], reasons[1]
+    assert all("follows one the client could not decode (offset 1)" in reasons[o] for o in (2, 3)), reasons
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and stack.committed()[0] < 3:
+    while time.monotonic() < deadline and stack.committed() != {0: 5, 1: 2, 2: 0, 3: 0}:
         time.sleep(0.5)
-    assert stack.committed()[0] == 3
+    assert stack.committed() == {0: 5, 1: 2, 2: 0, 3: 0}
     assert worker.terminate() == 0
 
 

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 import structlog
-from kafka.errors import CommitFailedError, KafkaConnectionError
+from kafka.errors import CommitFailedError, CorruptRecordError, KafkaConnectionError
 from kafka.structs import TopicPartition
 
 from worker.errors import DependencyUnavailable
@@ -284,3 +284,43 @@ def test_a_batch_published_but_not_committed_for_a_rebalance_is_counted_as_decid
         worker._handle(CommitFails(), records, SimpleNamespace(revoked=set()))
     assert [line["event"] for line in logs] == ["commit_failed_rebalanced"]
     assert (worker.stats.articles, worker.stats.new_stories, worker.stats.batches) == (3, 3, 1)
+
+
+class ConsumerWithAnUndecodableRecord:
+    """kafka-python 3.0.12's fetcher state after a poll that returned other records first and kept the error of
+    partition 1 for the next poll; its reader stopped at offset 12 (the record at fault)."""
+
+    def __init__(self, position):
+        tp = TopicPartition("in", 1)
+        self._position, self.seeks = position, []
+        self._fetcher = SimpleNamespace(
+            _next_in_line_exception_metadata=SimpleNamespace(partition=tp, exception=CorruptRecordError("bad")),
+            _next_partition_records=SimpleNamespace(topic_partition=tp, next_fetch_offset=12))
+
+    def position(self, tp):
+        return self._position
+
+    def seek(self, tp, offset):
+        self.seeks.append((tp.partition, offset))
+
+
+def test_an_error_kept_for_the_next_poll_is_handled_before_a_pause_can_hide_it():
+    consumer = ConsumerWithAnUndecodableRecord(position=12)
+    (record,) = StreamWorker._skip_undecodable(consumer)
+    assert (record.partition, record.offset, consumer.seeks) == (1, 12, [(1, 13)])
+    assert record.reason.startswith("the record could not be decoded")
+
+
+def test_a_record_after_the_one_at_fault_in_its_batch_is_skipped_naming_it():
+    consumer = ConsumerWithAnUndecodableRecord(position=14)  # sought past 12 and 13: the batch is read again
+    (record,) = StreamWorker._skip_undecodable(consumer, CorruptRecordError("bad"))
+    assert (record.offset, consumer.seeks) == (14, [(1, 15)])
+    assert "follows one the client could not decode (offset 12)" in record.reason
+
+
+def test_an_undecodable_record_that_cannot_be_located_ends_the_worker_rather_than_spin():
+    consumer = SimpleNamespace(_fetcher=SimpleNamespace(_next_partition_records=None))
+    with pytest.raises(CorruptRecordError):
+        StreamWorker._skip_undecodable(consumer, CorruptRecordError("bad"))
+    assert StreamWorker._skip_undecodable(
+        SimpleNamespace(_fetcher=SimpleNamespace(_next_in_line_exception_metadata=None))) == []
