@@ -297,7 +297,7 @@ class ConsumerWithAnUndecodableRecord:
             _next_in_line_exception_metadata=SimpleNamespace(partition=tp, exception=CorruptRecordError("bad")),
             _next_partition_records=SimpleNamespace(topic_partition=tp, next_fetch_offset=12))
 
-    def position(self, tp):
+    def position(self, tp, timeout_ms=None):
         return self._position
 
     def seek(self, tp, offset):

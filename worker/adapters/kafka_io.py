@@ -190,7 +190,7 @@ def undecodable(consumer: KafkaConsumer, raised: CorruptRecordError | None = Non
         if reader is None:
             return None
         tp = reader.topic_partition
-    position = consumer.position(tp)
+    position = consumer.position(tp, timeout_ms=5000)  # known: bounded all the same (others may be resetting)
     reader = getattr(fetcher, "_next_partition_records", None)
     at_fault = reader.next_fetch_offset if reader is not None and reader.topic_partition == tp else position
     why = (f"the record could not be decoded: {raised}" if at_fault >= position else
