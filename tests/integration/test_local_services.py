@@ -1,6 +1,8 @@
 """The local services the demo and tests start: a port taken after it was chosen does not break a start, and
 nothing started outlives what started it."""
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -71,6 +73,28 @@ def test_a_child_started_with_die_with_parent_ends_with_its_parent():
     while time.monotonic() < deadline and _alive(child):
         time.sleep(0.1)
     assert not _alive(child)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="Linux only (PR_SET_PDEATHSIG, /proc)")
+def test_a_stopped_service_ends_with_its_parent():
+    """A fault test pauses Redis or the broker (SIGSTOP); should the test run die meanwhile, the service must
+    not stay behind stopped for ever (a SIGTERM waits on a stopped process, a SIGKILL does not)."""
+    code = ("import subprocess, sys, time; from worker.adapters.local_services import killed_with_parent; "
+            "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'], "
+            "preexec_fn=killed_with_parent, start_new_session=True); print(child.pid, flush=True); time.sleep(60)")
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    os.kill(child, signal.SIGSTOP)
+    try:
+        parent.kill()
+        parent.wait(10)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and _alive(child):
+            time.sleep(0.1)
+        assert not _alive(child)
+    finally:
+        if _alive(child):
+            os.kill(child, signal.SIGKILL)
 
 
 def _alive(pid: int) -> bool:

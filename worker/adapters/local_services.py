@@ -69,12 +69,18 @@ def _prctl():
 _PRCTL = _prctl()
 
 
-def die_with_parent() -> None:
+def die_with_parent(sig: int = signal.SIGTERM) -> None:
     """`preexec_fn` of the processes we start in their own session (so that a terminal's Ctrl-C reaches only
-    us, and we stop them in order): SIGTERM when the thread that started them ends, that is when our process
+    us, and we stop them in order): `sig` when the thread that started them ends, that is when our process
     dies, however it dies (they are started from the main thread; Linux only, elsewhere nothing)."""
     if _PRCTL is not None:
-        _PRCTL(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        _PRCTL(1, sig)  # PR_SET_PDEATHSIG
+
+
+def killed_with_parent() -> None:
+    """`die_with_parent` for the memory-only services (redis-server, tansu): SIGKILL, as they have nothing to
+    flush, and a SIGTERM would wait for ever on one a fault test left stopped (SIGSTOP) when its parent died."""
+    die_with_parent(signal.SIGKILL)
 
 
 def free_port(low: int | None = None, high: int | None = None) -> int:
@@ -163,7 +169,7 @@ def _start_tansu(port: int, log_dir: Path | None) -> LocalService:
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([str(tansu_binary()), "broker", "--listener-url", url,
                                  "--advertised-listener-url", url], stdout=log, stderr=subprocess.STDOUT,
-                                env=env, cwd=workdir, start_new_session=True, preexec_fn=die_with_parent)
+                                env=env, cwd=workdir, start_new_session=True, preexec_fn=killed_with_parent)
     return _wait_ready(LocalService("tansu", proc, port, log_path, workdir), timeout=30)
 
 
@@ -182,7 +188,7 @@ def _start_redis(port: int) -> LocalService:
                              "--appendonly", "no", "--dir", str(workdir), "--logfile", str(log_path),
                              "--enable-debug-command", "local"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-                            preexec_fn=die_with_parent)
+                            preexec_fn=killed_with_parent)
     return _wait_ready(LocalService("redis", proc, port, log_path, workdir), timeout=15)
 
 
@@ -211,7 +217,7 @@ def _start_cluster_node(port: int) -> LocalService:
         [shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind", "127.0.0.1",
          "--save", "", "--appendonly", "no", "--dir", str(workdir), "--logfile", str(log_path),
          "--cluster-enabled", "yes", "--cluster-config-file", str(workdir / "nodes.conf")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, preexec_fn=die_with_parent)
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, preexec_fn=killed_with_parent)
     return _wait_ready(LocalService("redis-cluster", proc, port, log_path, workdir), timeout=15)
 
 
