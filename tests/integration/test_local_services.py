@@ -59,39 +59,39 @@ def test_a_dev_stack_that_fails_to_start_stops_what_it_started(monkeypatch):
     assert own.process.poll() is not None and not local_services.port_open(own.port)
 
 
-@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="Linux only (PR_SET_PDEATHSIG, /proc)")
+LINUX_ONLY = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="Linux only (PR_SET_PDEATHSIG, /proc)")
+
+
+@LINUX_ONLY
 def test_a_child_started_with_die_with_parent_ends_with_its_parent():
     """SIGKILL the parent: nothing of ours can run any more, the kernel sends the child SIGTERM."""
-    code = ("import subprocess, sys, time; from worker.adapters.local_services import die_with_parent; "
-            "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'], "
-            "preexec_fn=die_with_parent, start_new_session=True); print(child.pid, flush=True); time.sleep(60)")
-    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    child = int(parent.stdout.readline())
-    parent.kill()
-    parent.wait(10)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and _alive(child):
-        time.sleep(0.1)
-    assert not _alive(child)
+    assert _ends_with_its_parent("die_with_parent")
 
 
-@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="Linux only (PR_SET_PDEATHSIG, /proc)")
+@LINUX_ONLY
 def test_a_stopped_service_ends_with_its_parent():
     """A fault test pauses Redis or the broker (SIGSTOP); should the test run die meanwhile, the service must
     not stay behind stopped for ever (a SIGTERM waits on a stopped process, a SIGKILL does not)."""
-    code = ("import subprocess, sys, time; from worker.adapters.local_services import killed_with_parent; "
+    assert _ends_with_its_parent("killed_with_parent", stopped=True)
+
+
+def _ends_with_its_parent(preexec: str, stopped: bool = False) -> bool:
+    """Whether a child started with local_services.`preexec` (and then stopped, if `stopped`) ends within 10 s
+    of its parent's SIGKILL; it is killed in any case."""
+    code = (f"import subprocess, sys, time; from worker.adapters.local_services import {preexec}; "
             "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'], "
-            "preexec_fn=killed_with_parent, start_new_session=True); print(child.pid, flush=True); time.sleep(60)")
+            f"preexec_fn={preexec}, start_new_session=True); print(child.pid, flush=True); time.sleep(60)")
     parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     child = int(parent.stdout.readline())
-    os.kill(child, signal.SIGSTOP)
     try:
+        if stopped:
+            os.kill(child, signal.SIGSTOP)
         parent.kill()
         parent.wait(10)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and _alive(child):
             time.sleep(0.1)
-        assert not _alive(child)
+        return not _alive(child)
     finally:
         if _alive(child):
             os.kill(child, signal.SIGKILL)
