@@ -117,7 +117,8 @@ class StreamWorker:
         return 0
 
     @staticmethod
-    def _skip_undecodable(consumer: KafkaConsumer, raised: CorruptRecordError | None = None) -> list["UnreadableRecord"]:
+    def _skip_undecodable(consumer: KafkaConsumer,
+                          raised: CorruptRecordError | None = None) -> list["UnreadableRecord"]:
         """The record a poll could not decode (it `raised`, or kept the error for the next poll), skipped (the
         next poll reads past it) and handed back, to be dead-lettered like any bad input in its batch: the batch
         commits past it once the dead letter is acknowledged, and a worker stopped before that reads it again.
