@@ -174,6 +174,17 @@ def test_close_expired_closes_once_and_offers_the_event_until_confirmed(store):
     assert late.story_id != old.story_id  # a closed story takes no new articles
 
 
+def test_a_close_not_yet_published_is_superseded_by_a_later_change_of_the_closed_story(store):
+    """Offered again after a failed publish, story_closed would carry the state a late copy made since, under
+    the copy's version: two events of one version. The copy's event says closed: nothing more to say."""
+    old, = store.assign([report("a1")])
+    store.assign([report("b1", day=40, **OTHER)])
+    (closed,) = store.close_expired()  # its publish fails: not confirmed
+    late_copy = store.add_duplicate("a1-copy", duplicate_of="a1", source="copier", event_time=T0 + 41 * DAY)
+    assert late_copy.version == closed.version + 1 and late_copy.story["closed"]
+    assert store.close_expired() == [] and store.redis.zcard(store._key("closing")) == 0
+
+
 def test_a_report_decided_on_a_clock_read_before_another_replica_closed_the_story_does_not_join_it(store):
     """Closing is final: the replica still sees the story as active, and must leave it alone all the same."""
     old, = store.assign([report("a1")])

@@ -17,7 +17,8 @@ touch any of them (Redis Cluster safe). Layout:
     story:<id>       JSON story state (cluster.py), its version inside
     sver:<id>        that version again, for the commit script's check (no JSON decoding), expiring with it
     active           zset story id -> last seen, for closing stories that left the window
-    closing          zset of closed stories whose story_closed event is not yet confirmed published
+    closing          zset story id -> its closed version, for closed stories whose story_closed event is not yet
+                     confirmed published
     art:<id>         JSON {"change", "entities"}: the change recorded for an article id (idempotency), and
                      "replaced_by": the update that replaced this version of an article in its story
 
@@ -190,12 +191,19 @@ class StoryStore:
                 break
         else:
             raise StoreConflict("close_expired kept conflicting")
-        queued = [s.decode() for s in self.redis.zrange(self._key("closing"), 0, -1)]
+        queued = [(s.decode(), v) for s, v in self.redis.zrange(self._key("closing"), 0, -1, withscores=True)]
         if not queued:
             return []
-        raws = self.redis.mget([self._story_key(s) for s in queued])
-        self.confirm_closed([s for s, raw in zip(queued, raws) if raw is None])  # expired since: nothing to say
-        return [self._change(json.loads(raw), "story_closed", None, None, None, []) for raw in raws if raw]
+        states = [json.loads(raw) if raw else None
+                  for raw in self.redis.mget([self._story_key(s) for s, _ in queued])]
+        # Nothing to say for a story expired since, nor for one a late copy or update changed since its close:
+        # that change's event, of a higher version, says closed (an entry queued by an older replica holds the
+        # clock, not the version, and is offered as before).
+        said = [s for (s, closed_version), state in zip(queued, states)
+                if state is None or closed_version < state["version"]]
+        self.confirm_closed(said)
+        return [self._change(state, "story_closed", None, None, None, []) for state in states
+                if state is not None and state["id"] not in said]
 
     def confirm_closed(self, story_ids: Sequence[str]) -> None:
         """Their `story_closed` events are acknowledged: off the queue."""
@@ -218,7 +226,7 @@ class StoryStore:
         for before, after in zip(states, closed):
             plan["versions"].append([self._story_version_key(after["id"]), before["version"]])
             self._set_story(plan, after)
-            plan["zadd"].append([self._key("closing"), repr(clock), after["id"]])
+            plan["zadd"].append([self._key("closing"), after["version"], after["id"]])
         plan["zrem"] = [[self._key("active"), s] for s in ids if s not in reopened]
         return self._run(plan, [])
 
