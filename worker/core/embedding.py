@@ -63,7 +63,6 @@ class Embedder:
     def embed(self, leads: Sequence[str]) -> list[list[float]]:
         """One L2-normalised vector per lead (an empty lead gives a zero vector)."""
         np = self._np
-        out: list[list[float]] = []
         order = sorted(range(len(leads)), key=lambda i: len(leads[i]))  # similar lengths pad less
         vectors: dict[int, list[float]] = {}
         for start in range(0, len(order), self.batch_size):
@@ -78,8 +77,7 @@ class Embedder:
             pooled = pooled / np.maximum(norms, 1e-9)
             for i, lead, vector in zip(chunk, (leads[i] for i in chunk), pooled):
                 vectors[i] = vector.tolist() if lead else [0.0] * DIM
-        out = [vectors[i] for i in range(len(leads))]
-        return out
+        return [vectors[i] for i in range(len(leads))]
 
 
 def quantize(vector: Sequence[float]) -> str:
