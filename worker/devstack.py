@@ -228,7 +228,7 @@ class DevStack:
             except redis.RedisError:
                 pass
         settings = getattr(self, "settings", None)  # absent when the stack failed before its settings
-        if settings is not None and self.broker is None:  # a configured broker keeps what it is given
+        if settings is not None and self.broker is None:  # a configured broker: our own is stopped, topics and all
             try:
                 admin = KafkaAdminClient(**settings.kafka_common(), request_timeout_ms=5000)
                 try:

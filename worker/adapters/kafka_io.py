@@ -13,9 +13,9 @@ from typing import Any
 import structlog
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
-from kafka.structs import TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import CorruptRecordError, KafkaError, TopicAlreadyExistsError, UnknownProducerIdError
+from kafka.structs import TopicPartition
 
 from ..errors import DependencyUnavailable
 from ..settings import Settings
@@ -180,18 +180,17 @@ def undecodable(consumer: KafkaConsumer, raised: CorruptRecordError | None = Non
     from its start, so the records after an undecodable one in its batch cannot be read either: at each of those
     positions the error comes again, and the reason names the record at fault."""
     fetcher = getattr(consumer, "_fetcher", None)
+    reader = getattr(fetcher, "_next_partition_records", None)
     if raised is None:
         kept = getattr(fetcher, "_next_in_line_exception_metadata", None)
         if kept is None or not isinstance(kept.exception, CorruptRecordError):
             return None
         tp, raised = kept.partition, kept.exception
+    elif reader is None:
+        return None
     else:
-        reader = getattr(fetcher, "_next_partition_records", None)
-        if reader is None:
-            return None
         tp = reader.topic_partition
     position = consumer.position(tp, timeout_ms=5000)  # known: bounded all the same (others may be resetting)
-    reader = getattr(fetcher, "_next_partition_records", None)
     at_fault = reader.next_fetch_offset if reader is not None and reader.topic_partition == tp else position
     why = (f"the record could not be decoded: {raised}" if at_fault >= position else
            f"the record follows one the client could not decode (offset {at_fault}) in its record batch, which is "

@@ -199,9 +199,9 @@ class StoryStore:
         # Nothing to say for a story expired since, nor for one a late copy or update changed since its close:
         # that change's event, of a higher version, says closed (an entry queued by an older replica holds the
         # clock, not the version, and is offered as before).
-        said = [s for (s, closed_version), state in zip(queued, states)
-                if state is None or closed_version < state["version"]]
-        self.confirm_closed(said)
+        said = {s for (s, closed_version), state in zip(queued, states)
+                if state is None or closed_version < state["version"]}
+        self.confirm_closed(sorted(said))
         return [self._change(state, "story_closed", None, None, None, []) for state in states
                 if state is not None and state["id"] not in said]
 

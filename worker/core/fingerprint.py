@@ -58,7 +58,7 @@ class Fingerprint:
     anchors: tuple[int, ...]
     title_words: frozenset[int]      # 16-bit hashes of the headline's longer words
     body_supports_title: bool
-    body_words: tuple[int, ...]      # hashes of the body's words when it has a headline (kept in memory, not indexed)
+    body_words: frozenset[int]       # 16-bit hashes of the body's words when it has a headline (in memory only)
     # The samples that can be anchors of an article this one copies: its first PROBE_HEAD ones and those at
     # least PROBE_LEVEL_MARGIN above its level (about half the sketch). An original's ranked anchors are its
     # highest-level samples, two or more levels above its sketch's level (a quarter of a full sketch is); a copy
@@ -351,11 +351,11 @@ def _fingerprints_of_run(articles: Sequence[tuple[str, str, str]]) -> list[Finge
             anchors = ()
         headline = headlines[d]
         supported = True
-        body_words: tuple[int, ...] = ()
+        body_words: frozenset[int] = frozenset()
         if d in body_lists:
             wanted = set(headline)
             supported = len(wanted.intersection(body_lists[d])) / len(wanted) >= SUPPORT_THRESHOLD
-            body_words = tuple(body_lists[d])
+            body_words = frozenset(h & 0xFFFF for h in body_lists[d])  # as `title_words`: compared with them
         out.append(Fingerprint(
             url_key=xxhash.xxh3_64_digest(canonical_url(url).encode()),
             content_key=content_keys[d],
@@ -430,11 +430,11 @@ def _quarters_hit(samples, shared: set[int]) -> float:
     return len(quarters) / min(4, n)
 
 
-def mentions(body_words: Sequence[int], title_words: frozenset[int]) -> float:
-    """Share of a headline's longer words (16-bit `title_words`) that a body holds (1.0 when either is empty)."""
+def mentions(body_words: frozenset[int], title_words: frozenset[int]) -> float:
+    """Share of a headline's longer words that a body holds, both as 16-bit hashes (1.0 when either is empty)."""
     if not body_words or not title_words:
         return 1.0
-    return len(title_words.intersection(h & 0xFFFF for h in body_words)) / len(title_words)
+    return len(title_words & body_words) / len(title_words)
 
 
 def title_relatedness(a: frozenset[int], b: frozenset[int]) -> float:
