@@ -59,7 +59,7 @@ class Article(BaseModel):
         if not value[:4].isdigit():  # not ISO: RFC 2822 or nothing
             try:
                 return email.utils.parsedate_to_datetime(value)
-            except (TypeError, ValueError, IndexError):
+            except (TypeError, ValueError, IndexError, OverflowError):  # a year or offset too large for C
                 return value
         return value
 

@@ -45,7 +45,8 @@ def mutate(rng: random.Random) -> bytes:
         # empty one is a missing date: see test_validation)
         return json.dumps({**GOOD, "published_at": rng.choice(["0000-00-00", "99999-01-01", "2026-13-45",
                                                                "yesterday", "Thu, 45 Foo 2013", "1e400",
-                                                               "2026-02-30"])}).encode()
+                                                               "2026-02-30",
+                                                               "Thu, 02 May 99999999999999999999 10:00 GMT"])}).encode()
     if kind == 6:  # control characters and NULs in place of fields
         junk = "".join(chr(rng.randrange(0, 33)) for _ in range(rng.randrange(1, 40)))
         return json.dumps({**GOOD, "url": junk}).encode() if rng.random() < 0.5 else junk.encode()

@@ -56,6 +56,17 @@ def test_rss_dates_are_read_and_an_empty_date_is_missing(value, expected):
     assert (article.published_at.isoformat() if article.published_at else None) == expected
 
 
+@pytest.mark.parametrize("value", [
+    "Thu, 02 May 99999999999999999999 10:00:00 GMT",
+    "Thu, 02 May 2013 99999999999999999999:00:00 GMT",
+    "Thu, 02 May 2013 10:00:00 +99999999999999999999",
+])
+def test_an_rss_date_with_numbers_too_large_is_invalid_not_an_overflow(value):
+    with pytest.raises(InvalidMessage, match="published_at") as info:
+        parse(json.dumps({**GOOD, "published_at": value}).encode())
+    assert info.value.error_class == "invalid"
+
+
 def test_reason_names_the_field():
     with pytest.raises(InvalidMessage, match="published_at"):
         parse(json.dumps({**GOOD, "published_at": "not a date"}).encode())
