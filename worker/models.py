@@ -100,7 +100,13 @@ class Article(BaseModel):
 
     def plausible_time(self, now: dt.datetime) -> bool:
         """False when missing, before 1990 or more than two days after `now` (clock errors, placeholders)."""
-        return self.published_at is not None and _EARLIEST <= self.published_at <= now + _FUTURE_SLACK
+        return self.published_at is not None and plausible(self.published_at.timestamp(), now)
+
+
+def plausible(epoch: float, now: dt.datetime) -> bool:
+    """An event time worth trusting: from 1990 to two days after `now`. A time beyond that would move the
+    clocks that only go forward (the dedup window, story closing) past every real article."""
+    return _EARLIEST.timestamp() <= epoch <= (now + _FUTURE_SLACK).timestamp()
 
 
 class EntityOut(BaseModel):

@@ -26,7 +26,8 @@ from .core.dedup import DedupInput, DedupOutcome
 from .core.entities import Entity, EntityExtractor, relocate
 from .core.normalize import article_id_for, canonical_url
 from .errors import DependencyUnavailable, InvalidMessage
-from .models import Article, ArticleRef, DeadLetter, Decision, EntityOut, SourceRecord, StoryEvent, StoryState
+from .models import (Article, ArticleRef, DeadLetter, Decision, EntityOut, SourceRecord, StoryEvent, StoryState,
+                     plausible)
 from .settings import Settings
 from .validation import parse_article
 
@@ -241,10 +242,11 @@ class Pipeline:
         return items
 
     def _event_time(self, article: Article, msg: Incoming, now: dt.datetime) -> float:
-        """published_at when plausible, else the broker timestamp (live) or the previous article's time."""
+        """published_at when plausible, else the broker timestamp (live) when plausible, else the previous
+        article's time (a producer's clock can be as wrong as a scraper's)."""
         if article.plausible_time(now):
             t = article.published_at.timestamp()
-        elif msg.fallback_time is not None:
+        elif msg.fallback_time is not None and plausible(msg.fallback_time, now):
             t = msg.fallback_time
         else:
             t = self._last_time if self._last_time is not None else now.timestamp()

@@ -1,6 +1,7 @@
 """The pipeline on a real Redis, with a stand-in NER model (the model itself is tested in test_entities)."""
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import uuid
@@ -170,6 +171,21 @@ def test_missing_or_absurd_dates_fall_back_to_the_previous_articles_time(pipelin
     results = pipeline.process(incoming(docs))
     seen = [r.events[0].story.first_seen for r in results]
     assert seen[1] == seen[0] == seen[2]
+
+
+def test_a_broker_timestamp_is_trusted_only_when_plausible(pipeline):
+    """A producer whose clock is a year ahead (or that writes microseconds) must not move the clocks that only
+    go forward: the article takes the previous article's time instead."""
+    now = dt.datetime.now(dt.timezone.utc)
+    march_15 = dt.datetime(2026, 3, 15, 8, tzinfo=dt.timezone.utc).timestamp()
+    docs = incoming([article(1), article(2, published_at=None, id="ahead"), article(3, published_at=None, id="micro"),
+                     article(4, published_at=None, id="fine")])
+    docs[1] = dataclasses.replace(docs[1], fallback_time=(now + dt.timedelta(days=365)).timestamp())
+    docs[2] = dataclasses.replace(docs[2], fallback_time=now.timestamp() * 1000)
+    docs[3] = dataclasses.replace(docs[3], fallback_time=march_15)
+    seen = [r.events[0].story.last_seen.timestamp() for r in pipeline.process(docs)]
+    assert seen[1] == seen[2] == seen[0] == dt.datetime(2026, 3, 11, 8, tzinfo=dt.timezone.utc).timestamp()
+    assert seen[3] == march_15
 
 
 def test_a_dateless_article_takes_the_same_time_whether_its_batch_was_tried_whole_first_or_not(pipeline):
