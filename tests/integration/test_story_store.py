@@ -220,6 +220,22 @@ def test_a_story_s_keys_expire_with_it_and_a_story_founded_again_starts_clean(st
     assert (dup.story_id, dup.version) == (first.story_id, 2)
 
 
+def test_an_article_sent_again_after_its_record_expired_founds_a_story_under_another_id(store):
+    """Joins keep a story alive after its founder's record expired: the founder sent again (the same id, from
+    the same URL and content) founds a new story, never one under the id of the old (whose commit could never
+    succeed: the replica retried its batch for good)."""
+    first, = store.assign([report("a1")])
+    store.assign([report("a2", source="outlet-b", day=1)])
+    store.assign([report("b1", day=40, **OTHER)])  # the clock leaves the first story behind
+    assert [c.story_id for c in store.close_expired()] == [first.story_id]
+    store.redis.delete(store._article_key("a1"))  # what its TTL does first
+    again, = store.assign([report("a1")])
+    assert again.action == "created" and again.story_id != first.story_id and again.version == 1
+    assert store.assign([report("a1")]) == [again]
+    old = json.loads(store.redis.get(store._story_key(first.story_id)))
+    assert (old["article_count"], old["closed"]) == (2, True)
+
+
 def test_document_frequencies_are_kept_per_generation_of_event_time_and_expire(store):
     """Rarity is counted over the current and the previous generation: older counts expire instead of growing
     with every name ever seen."""

@@ -108,6 +108,7 @@ class _Snapshot:
     emb_count: int = 0
     emb_delta: list[int] = field(default_factory=list)
     emb_count_delta: int = 0
+    ids_taken: set[str] = field(default_factory=set)  # story ids of this batch's founders that Redis holds
 
 
 class StoryStore:
@@ -289,6 +290,8 @@ class StoryStore:
         pipe.get(self._key("clock"))
         if self.config.embed_weight > 0:
             pipe.hgetall(self._key("embsum"))
+        for item in fresh:
+            pipe.exists(self._story_key(_story_id(item.article_id)))
         clock, *rest = pipe.execute()
         emb = rest.pop(0) if self.config.embed_weight > 0 else {}
         now, generations = float(clock) if clock else float("-inf"), set()
@@ -297,7 +300,8 @@ class StoryStore:
             generations |= {self._generation(now) - 1, self._generation(now)}
         fields = sorted({k for f in features.values() for k in cluster.df_keys(f)}) + [_DOCS]
         snapshot = _Snapshot(now=float(clock) if clock else float("-inf"),
-                             df=self._frequencies(sorted(generations), fields), postings={}, key_versions={})
+                             df=self._frequencies(sorted(generations), fields), postings={}, key_versions={},
+                             ids_taken={_story_id(i.article_id) for i, taken in zip(fresh, rest) if taken})
         if emb:
             snapshot.emb_count = int(emb.pop(b"n", 0))
             snapshot.emb_sums = [0] * DIM  # a field whose sum is 0 may be absent
@@ -330,7 +334,7 @@ class StoryStore:
         self._load_stories(snap, candidates)  # a candidate whose state expired is left out
         decision = cluster.decide(features, [snap.stories[s] for s in candidates if s in snap.stories], self.config)
         if decision.story_id is None:
-            story_id = "st-" + xxhash.xxh3_64_hexdigest(item.article_id.encode())
+            story_id = self._unused_story_id(item.article_id, snap)
             state = cluster.new_story(story_id, item, features, self.config)
             snap.new_stories.add(story_id)
             action = "created"
@@ -354,6 +358,19 @@ class StoryStore:
         change = self._change(state, action, item.article_id, decision.score, decision.runner_up,
                               decision.shared_entities)
         return {"change": change.to_dict(), "entities": features.entity_vector}
+
+    def _unused_story_id(self, article_id: str, snap: _Snapshot) -> str:
+        """The id of the story an article founds: from its id, or, when a story holds that id already (the
+        article was sent again after its record expired while joins kept its first story alive), the first
+        free one of a sequence derived from it (every replica derives the same)."""
+        story_id = _story_id(article_id)
+        attempt = 0
+        while story_id in snap.ids_taken or story_id in snap.stories:
+            attempt += 1
+            story_id = _story_id(f"{article_id}#{attempt}")
+            if self.redis.exists(self._story_key(story_id)):
+                snap.ids_taken.add(story_id)
+        return story_id
 
     @staticmethod
     def _embedding_mean(snap: _Snapshot) -> list[float] | None:
@@ -528,6 +545,10 @@ class _Overlay(dict):
 
     def get(self, key, default=0):
         return sum(part.get(key, 0) for part in self._parts) or default
+
+
+def _story_id(seed: str) -> str:
+    return "st-" + xxhash.xxh3_64_hexdigest(seed.encode())
 
 
 def _top_postings(entries: dict[str, float]) -> dict[str, float]:
