@@ -173,6 +173,15 @@ def test_missing_or_absurd_dates_fall_back_to_the_previous_articles_time(pipelin
     assert seen[1] == seen[0] == seen[2]
 
 
+def test_a_batch_run_leaves_no_key_that_outlives_a_week(pipeline):
+    """A batch run killed before it drops its namespace leaves keys that expire a week after their last write,
+    the document frequencies included (live, those are kept for two generations of event time)."""
+    pipeline.process(incoming([article(1), article(2)]))
+    keys = list(pipeline.client.scan_iter(match=f"sw:*{pipeline.stories.namespace}*"))
+    assert any(b":df:" in k for k in keys)
+    assert all(0 < pipeline.client.ttl(k) <= 7 * 86_400 for k in keys)
+
+
 def test_a_broker_timestamp_is_trusted_only_when_plausible(pipeline):
     """A producer whose clock is a year ahead (or that writes microseconds) must not move the clocks that only
     go forward: the article takes the previous article's time instead."""

@@ -113,7 +113,11 @@ class _Snapshot:
 
 class StoryStore:
     def __init__(self, client: redis.Redis, namespace: str, ttl_seconds: int | None, window_seconds: float,
-                 config: ClusterConfig | None = None, embedder=None, embedding_threads: int | None = None):
+                 config: ClusterConfig | None = None, embedder=None, embedding_threads: int | None = None,
+                 frequencies_ttl_seconds: int | None = None):
+        """`ttl_seconds`: every key expires this long after its last write (0/None: never); the document
+        frequencies, read for up to two generations after a write, by default this long after theirs, at
+        least (`frequencies_ttl_seconds` overrides it: a batch run's namespace holds nothing for longer)."""
         self.redis = client
         # Sentence embeddings of the leads (worker.core.embedding): built on first need when the config weighs
         # them and the caller did not attach `ClusterInput.embedding` itself; nothing loads before that.
@@ -122,6 +126,9 @@ class StoryStore:
         self.namespace = namespace
         self.ttl = int(ttl_seconds or 0)
         self.window = float(window_seconds)
+        generations = int(2 * _DF_GENERATION_WINDOWS * self.window) + 86_400
+        self.frequencies_ttl = (int(frequencies_ttl_seconds) if frequencies_ttl_seconds is not None
+                                else max(self.ttl, generations) if self.ttl else 0)
         self.config = config or ClusterConfig()
         self._prefix = f"sw:{{{namespace}}}:"
         self._commit = client.register_script(_COMMIT)
@@ -415,9 +422,7 @@ class StoryStore:
             plan["prune"].append([index_key, repr(snap.now - self.window), _POSTINGS_KEPT])
         plan["set"] += [[self._article_key(a), json.dumps(record)] for a, record in snap.changes.items()]
         plan["hincr"] += [[self._df_key(g), k, n] for g, delta in snap.df_delta.items() for k, n in delta.items()]
-        # read until the end of the next generation: up to two generations after a write
-        df_ttl = int(2 * _DF_GENERATION_WINDOWS * self.window) + 86_400
-        plan["expire"] = [[self._df_key(g), df_ttl] for g in snap.df_delta]
+        plan["expire"] = [[self._df_key(g), self.frequencies_ttl] for g in snap.df_delta]
         if snap.emb_count_delta:
             embsum = self._key("embsum")
             plan["hincr"] += [[embsum, str(i), d] for i, d in enumerate(snap.emb_delta) if d]
