@@ -1,4 +1,6 @@
 """Duplicate decisions on self-written fixtures, without Redis."""
+from dataclasses import replace
+
 from worker.core.dedup import DedupInput, DedupOutcome, Evidence, IndexedArticle, decide
 from worker.core.fingerprint import fingerprint
 
@@ -62,6 +64,14 @@ def test_exact_content_from_another_outlet_points_at_the_root():
     copy_of_copy = IndexedArticle("a3", T0, indexed(ORIGINAL).content_key, duplicate_of="a1")
     out = run(item("a4", STORY, url="https://other.example/x"), Evidence(same_content=copy_of_copy))
     assert (out.duplicate_of, out.kind) == ("a1", "exact_content")
+
+
+def test_an_article_replayed_without_its_stored_outcome_is_never_a_copy_of_itself():
+    """Replayed with another event time (its stored outcome looked up in another generation), an original
+    meets the copies of it indexed since: they point at it, not it at itself."""
+    copy = replace(indexed(item("a2", STORY)), duplicate_of="a1")
+    out = run(ORIGINAL, Evidence(same_url=copy, same_content=copy, candidates=(copy,)))
+    assert (out.duplicate_of, out.kind, out.update_of) == (None, None, None)
 
 
 def test_syndicated_copy_with_furniture_dateline_and_truncation_is_a_near_copy():

@@ -84,7 +84,9 @@ def decide(item: DedupInput, fp: Fingerprint, evidence: Evidence, now: float, wi
         return evidence.stored
 
     def live(other: IndexedArticle | None) -> bool:
-        return other is not None and other.article_id != item.article_id and other.event_time >= now - window
+        """In the window, and neither this article nor a copy of it (met again when it is replayed)."""
+        return other is not None and item.article_id not in (other.article_id, other.root) \
+            and other.event_time >= now - window
 
     update_of = None
     if live(evidence.same_url):
