@@ -131,7 +131,22 @@ class Pipeline:
         except Exception:  # noqa: BLE001 - anything else is a property of some message: find it
             log.exception("batch_failed_isolating", records=len(batch))
             self._last_time = last_time
-            return [result for msg in batch for result in self._process_alone(msg)]
+            return self._one_at_a_time(batch)
+
+    def _one_at_a_time(self, batch: list[Incoming]) -> list[Result]:
+        """Each message alone, in batch order; one whose original is not decided yet is tried again after the
+        rest: the whole batch, decided in event-time order, may have made a copy of an article that comes after
+        it (another partition), and only this pass decides that article now."""
+        results: dict[int, list[Result]] = {}
+        waiting: list[int] = []
+        for index, msg in enumerate(batch):
+            try:
+                results[index] = self._process_alone(msg)
+            except OriginalPending:
+                waiting.append(index)
+        for index in waiting:  # still pending: another replica holds the original (the batch is retried)
+            results[index] = self._process_alone(batch[index])
+        return [result for index in range(len(batch)) for result in results[index]]
 
     def _without_letters_published(self, results: list[Result]) -> list[Result]:
         """A message dead-lettered before (its batch retried or redelivered) is not dead-lettered again."""

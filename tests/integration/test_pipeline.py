@@ -76,6 +76,22 @@ def test_poison_message_is_dead_lettered_and_the_rest_decided(pipeline):
     assert results[0].decision.story_id and results[2].decision.story_id
 
 
+def test_a_copy_read_before_its_original_joins_it_when_its_batch_is_run_one_message_at_a_time(redis_client):
+    """Live, a batch is decided in event-time order, so an original published first is decided before a copy
+    that the partitions delivered ahead of it. Run one message at a time (a poison message), the copy comes
+    first again: it must not wait for an original that only its own batch would decide."""
+    live = Pipeline(Settings(), redis_client, f"test-{uuid.uuid4().hex[:8]}", live=True, extractor=FakeExtractor())
+    try:
+        original = article(1)
+        copy = {**original, "id": "copy", "url": "https://mirror.example/1", "published_at": "2026-03-11T09:00:00Z"}
+        results = live.process(incoming([copy, original, article(3, title="POISON headline")]))
+        assert [r.dead_letter is not None for r in results] == [False, False, True]
+        assert results[0].decision.duplicate_of == "a1"
+        assert results[0].decision.story_id == results[1].decision.story_id
+    finally:
+        live.drop_state()
+
+
 def test_the_copies_of_a_poison_article_do_not_wait_for_it(pipeline):
     """It holds its dedup claim but will never have a decision: its copies go on without it, at once."""
     poison = article(2, title="POISON headline")
