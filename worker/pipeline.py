@@ -99,7 +99,7 @@ class Pipeline:
         config = cluster_config or (ClusterConfig() if settings.story_embeddings else ClusterConfig(embed_weight=0.0))
         self.stories = StoryStore(client, namespace, story_ttl, settings.story_window_s, config=config,
                                   embedder=embedder, embedding_threads=settings.embedding_threads,
-                                  frequencies_ttl_seconds=None if live else _BATCH_TTL)
+                                  frequencies_ttl_seconds=None if live else _BATCH_TTL, epoch_ids=live)
         self.decisions = DecisionLog(client, namespace, dedup_ttl)
         self.client = client
         # Called after each NER chunk (`ner_batch_size` articles): NER time grows with the length of the texts,

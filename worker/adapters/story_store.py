@@ -4,6 +4,7 @@ Every key lives under `sw:{<namespace>}:` so that all of them share one hash slo
 touch any of them (Redis Cluster safe). Layout:
 
     clock            largest event time seen ("now")
+    epoch            a token created with the first story (again after Redis lost its data), in every story id
     df:<g>           hash entity key or term -> articles carrying it, "#docs" -> articles, for generation g of
                      event time (`_DF_GENERATION_WINDOWS` story windows long): a decision reads the current
                      generation and the one before, so the frequencies cover the last one to two generations
@@ -36,8 +37,9 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import logging
+import math
+import uuid
 from dataclasses import dataclass, field, replace
 from typing import Iterable, Sequence
 
@@ -108,16 +110,22 @@ class _Snapshot:
     emb_count: int = 0
     emb_delta: list[int] = field(default_factory=list)
     emb_count_delta: int = 0
-    ids_taken: set[str] = field(default_factory=set)  # story ids of this batch's founders that Redis holds
+    epoch: str = ""                      # of the namespace, in the ids of the stories founded
+    ids_taken: set[str] = field(default_factory=set)  # story ids found taken at a commit (another story's)
 
 
 class StoryStore:
     def __init__(self, client: redis.Redis, namespace: str, ttl_seconds: int | None, window_seconds: float,
                  config: ClusterConfig | None = None, embedder=None, embedding_threads: int | None = None,
-                 frequencies_ttl_seconds: int | None = None):
+                 frequencies_ttl_seconds: int | None = None, epoch_ids: bool = True):
         """`ttl_seconds`: every key expires this long after its last write (0/None: never); the document
         frequencies, read for up to two generations after a write, by default this long after theirs, at
-        least (`frequencies_ttl_seconds` overrides it: a batch run's namespace holds nothing for longer)."""
+        least (`frequencies_ttl_seconds` overrides it: a batch run's namespace holds nothing for longer).
+
+        `epoch_ids`: the ids of the stories founded carry the namespace's epoch, a token created with its first
+        story and again once Redis lost its data, so that a story founded again then (its founder redelivered)
+        never takes the id, and with it the versions consumers already hold, of the story lost. Off, an id
+        depends on its founder's id alone: a batch run (one namespace each) gives the same ids every time."""
         self.redis = client
         # Sentence embeddings of the leads (worker.core.embedding): built on first need when the config weighs
         # them and the caller did not attach `ClusterInput.embedding` itself; nothing loads before that.
@@ -127,6 +135,7 @@ class StoryStore:
         self.ttl = int(ttl_seconds or 0)
         self.window = float(window_seconds)
         generations = int(2 * _DF_GENERATION_WINDOWS * self.window) + 86_400
+        self.epoch_ids = epoch_ids
         self.frequencies_ttl = (int(frequencies_ttl_seconds) if frequencies_ttl_seconds is not None
                                 else max(self.ttl, generations) if self.ttl else 0)
         self.config = config or ClusterConfig()
@@ -167,8 +176,9 @@ class StoryStore:
         copies of its batch); it counts in that article's "now", as the clock would hold it had they come first."""
         items = self._with_embeddings(items)
         floors = {i.article_id: t for i, t in zip(items, seen_before or ())}
+        taken: set[str] = set()  # story ids a commit found held by a story founded before
         for _ in range(_MAX_ATTEMPTS):
-            result = self._try_assign(items, floors)
+            result = self._try_assign(items, floors, taken)
             if result is not None:
                 return result
         raise StoreConflict(f"assign: {len(items)} articles kept conflicting after {_MAX_ATTEMPTS} attempts")
@@ -272,7 +282,8 @@ class StoryStore:
         return items
 
     # ---- assignment ----------------------------------------------------------------------------------------
-    def _try_assign(self, items: Sequence[ClusterInput], floors: dict[str, float]) -> list[StoryChange] | None:
+    def _try_assign(self, items: Sequence[ClusterInput], floors: dict[str, float],
+                    taken: set[str]) -> list[StoryChange] | None:
         records = self.redis.mget([self._article_key(i.article_id) for i in items]) if items else []
         done = {i.article_id: json.loads(r) for i, r in zip(items, records) if r}
         fresh = [i for i in items if i.article_id not in done]
@@ -280,11 +291,16 @@ class StoryStore:
             return [StoryChange.from_dict(done[i.article_id]["change"]) for i in items]
         features = {i.article_id: cluster.article_features(i, self.config) for i in fresh}
         snapshot = self._read_snapshot(fresh, features, floors)
+        snapshot.ids_taken = taken
         for item in fresh:
             if item.article_id not in snapshot.changes:
                 snapshot.now = max(snapshot.now, floors.get(item.article_id, -math.inf))
                 snapshot.changes[item.article_id] = self._assign_one(item, features[item.article_id], snapshot)
-        if not self._run(*self._assign_plan(snapshot)):
+        conflict = self._run_checked(*self._assign_plan(snapshot))
+        if conflict is not None:
+            story_key = self._story_key("")
+            if conflict.startswith(story_key) and conflict[len(story_key):] in snapshot.new_stories:
+                taken.add(conflict[len(story_key):])
             return None
         records = {**done, **snapshot.changes}
         return [StoryChange.from_dict(records[i.article_id]["change"]) for i in items]
@@ -297,18 +313,20 @@ class StoryStore:
         pipe.get(self._key("clock"))
         if self.config.embed_weight > 0:
             pipe.hgetall(self._key("embsum"))
-        for item in fresh:
-            pipe.exists(self._story_key(_story_id(item.article_id)))
+        token = uuid.uuid4().hex
+        if self.epoch_ids:  # created with the namespace's first story, and again once Redis lost its data
+            pipe.set(self._key("epoch"), token, nx=True, get=True, ex=self.ttl or None)
         clock, *rest = pipe.execute()
         emb = rest.pop(0) if self.config.embed_weight > 0 else {}
+        epoch = ((rest.pop(0) or b"").decode() or token) if self.epoch_ids else ""  # the one kept, or ours
         now, generations = float(clock) if clock else float("-inf"), set()
         for item in fresh:  # each article reads the generation of its "now" and the one before
             now = max(now, item.event_time, floors.get(item.article_id, -math.inf))
             generations |= {self._generation(now) - 1, self._generation(now)}
         fields = sorted({k for f in features.values() for k in cluster.df_keys(f)}) + [_DOCS]
         snapshot = _Snapshot(now=float(clock) if clock else float("-inf"),
-                             df=self._frequencies(sorted(generations), fields), postings={}, key_versions={},
-                             ids_taken={_story_id(i.article_id) for i, taken in zip(fresh, rest) if taken})
+                             df=self._frequencies(sorted(generations), fields), postings={}, key_versions={})
+        snapshot.epoch = epoch
         if emb:
             snapshot.emb_count = int(emb.pop(b"n", 0))
             snapshot.emb_sums = [0] * DIM  # a field whose sum is 0 may be absent
@@ -366,17 +384,16 @@ class StoryStore:
                               decision.shared_entities)
         return {"change": change.to_dict(), "entities": features.entity_vector}
 
-    def _unused_story_id(self, article_id: str, snap: _Snapshot) -> str:
-        """The id of the story an article founds: from its id, or, when a story holds that id already (the
-        article was sent again after its record expired while joins kept its first story alive), the first
-        free one of a sequence derived from it (every replica derives the same)."""
-        story_id = _story_id(article_id)
+    @staticmethod
+    def _unused_story_id(article_id: str, snap: _Snapshot) -> str:
+        """The id of the story an article founds: from the namespace's epoch and the article's id, or, when a
+        commit found a story holding that id (the article was sent again after its record expired while joins
+        kept its first story alive), the next of a sequence derived from them."""
+        story_id = _story_id(snap.epoch + article_id)
         attempt = 0
         while story_id in snap.ids_taken or story_id in snap.stories:
             attempt += 1
-            story_id = _story_id(f"{article_id}#{attempt}")
-            if self.redis.exists(self._story_key(story_id)):
-                snap.ids_taken.add(story_id)
+            story_id = _story_id(f"{snap.epoch}{article_id}#{attempt}")
         return story_id
 
     @staticmethod
@@ -518,13 +535,18 @@ class StoryStore:
 
     def _run(self, plan: dict, index_keys: list[str]) -> bool:
         """Run the commit script; False when a check failed (someone else committed first)."""
+        return self._run_checked(plan, index_keys) is None
+
+    def _run_checked(self, plan: dict, index_keys: list[str]) -> str | None:
+        """Run the commit script; the key whose check failed, or None when it committed."""
         if plan["clock"] == float("-inf"):
             plan["clock"], plan["clock_repr"] = -1e18, "-1e18"
         shared = [self._key(k) for k in ("clock", "active", "closing", "embsum")]
+        shared += [self._key("epoch")] if self.epoch_ids else []  # it lives as long as the stories
         written = [kv[0] for kv in plan["set"]] + [h[0] for h in plan["hincr"]]
         keys = sorted(set(shared + index_keys + written + plan["absent"]))
-        status, _ = self._commit(keys=keys, args=[json.dumps(plan)])
-        return status == b"ok"
+        status, key = self._commit(keys=keys, args=[json.dumps(plan)])
+        return None if status == b"ok" else key.decode()
 
 
 @functools.lru_cache(maxsize=1)
