@@ -313,12 +313,12 @@ class StoryStore:
         pipe.get(self._key("clock"))
         if self.config.embed_weight > 0:
             pipe.hgetall(self._key("embsum"))
-        token = uuid.uuid4().hex
-        if self.epoch_ids:  # created with the namespace's first story, and again once Redis lost its data
+        token = uuid.uuid4().hex if self.epoch_ids else ""
+        if token:  # created with the namespace's first story, and again once Redis lost its data
             pipe.set(self._key("epoch"), token, nx=True, get=True, ex=self.ttl or None)
         clock, *rest = pipe.execute()
         emb = rest.pop(0) if self.config.embed_weight > 0 else {}
-        epoch = ((rest.pop(0) or b"").decode() or token) if self.epoch_ids else ""  # the one kept, or ours
+        epoch = (rest.pop(0) or b"").decode() or token if token else ""  # the one kept, or ours
         now, generations = float(clock) if clock else float("-inf"), set()
         for item in fresh:  # each article reads the generation of its "now" and the one before
             now = max(now, item.event_time, floors.get(item.article_id, -math.inf))
