@@ -103,10 +103,10 @@ class Article(BaseModel):
         return self.published_at is not None and plausible(self.published_at.timestamp(), now)
 
 
-def plausible(epoch: float, now: dt.datetime) -> bool:
-    """An event time worth trusting: from 1990 to two days after `now`. A time beyond that would move the
-    clocks that only go forward (the dedup window, story closing) past every real article."""
-    return _EARLIEST.timestamp() <= epoch <= (now + _FUTURE_SLACK).timestamp()
+def plausible(seconds: float, now: dt.datetime) -> bool:
+    """An event time (epoch seconds) worth trusting: from 1990 to two days after `now`. A time beyond that would
+    move the clocks that only go forward (the dedup window, story closing) past every real article."""
+    return _EARLIEST.timestamp() <= seconds <= (now + _FUTURE_SLACK).timestamp()
 
 
 class EntityOut(BaseModel):

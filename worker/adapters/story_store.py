@@ -119,8 +119,8 @@ class StoryStore:
                  config: ClusterConfig | None = None, embedder=None, embedding_threads: int | None = None,
                  frequencies_ttl_seconds: int | None = None, epoch_ids: bool = True):
         """`ttl_seconds`: every key expires this long after its last write (0/None: never); the document
-        frequencies, read for up to two generations after a write, by default this long after theirs, at
-        least (`frequencies_ttl_seconds` overrides it: a batch run's namespace holds nothing for longer).
+        frequencies, read for up to two generations after a write, by default two generations after theirs
+        (`frequencies_ttl_seconds` overrides it: a batch run's namespace holds nothing for longer than a week).
 
         `epoch_ids`: the ids of the stories founded carry the namespace's epoch, a token created with its first
         story and again once Redis lost its data, so that a story founded again then (its founder redelivered)
@@ -134,10 +134,9 @@ class StoryStore:
         self.namespace = namespace
         self.ttl = int(ttl_seconds or 0)
         self.window = float(window_seconds)
-        generations = int(2 * _DF_GENERATION_WINDOWS * self.window) + 86_400
         self.epoch_ids = epoch_ids
         self.frequencies_ttl = (int(frequencies_ttl_seconds) if frequencies_ttl_seconds is not None
-                                else max(self.ttl, generations) if self.ttl else 0)
+                                else int(2 * _DF_GENERATION_WINDOWS * self.window) + 86_400)
         self.config = config or ClusterConfig()
         self._prefix = f"sw:{{{namespace}}}:"
         self._commit = client.register_script(_COMMIT)
