@@ -136,16 +136,29 @@ def batch(input_path: Path, output_path: Path, chunk: int) -> None:
     log.info("batch_done", input=str(input_path), output=str(output_path), **counts)
 
 
+def _topic_configs(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
+    """`KEY=VALUE` pairs, as kafka-topics.sh takes them; anything else is a usage error (exit 2)."""
+    configs = {}
+    for value in values:
+        key, sep, setting = value.partition("=")
+        if not (sep and key.strip() and setting.strip()):
+            raise click.BadParameter(f"{value!r} is not KEY=VALUE", ctx=ctx, param=param)
+        configs[key.strip()] = setting.strip()
+    return configs
+
+
 @main.command()
 @click.option("--partitions", default=4, show_default=True)
 @click.option("--replication", default=1, show_default=True)
-def topics(partitions: int, replication: int) -> None:
-    """Create the input, output and dead-letter topics if missing."""
+@click.option("--config", "configs", multiple=True, metavar="KEY=VALUE", callback=_topic_configs,
+              help="Topic config for the topics created, repeatable (e.g. min.insync.replicas=2).")
+def topics(partitions: int, replication: int, configs: dict[str, str]) -> None:
+    """Create the input, output and dead-letter topics if missing (existing ones are left as they are)."""
     from .adapters.kafka_io import ensure_topics, wait_for_broker
 
     settings = _settings()
     wait_for_broker(settings, timeout=120)
-    ensure_topics(settings, partitions, replication)
+    ensure_topics(settings, partitions, replication, configs)
 
 
 @main.command()

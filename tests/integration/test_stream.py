@@ -264,3 +264,54 @@ def test_a_worker_started_while_the_broker_is_unreachable_stays_alive_and_stops_
         if proc.poll() is None:
             proc.kill()
         proc.communicate()
+
+
+
+def _topics_command(services, *args: str) -> tuple[dict, subprocess.CompletedProcess]:
+    """`story-worker topics` with this run's own topic names; the names and the finished command."""
+    run = os.urandom(4).hex()
+    names = {"SW_INPUT_TOPIC": f"in-{run}", "SW_OUTPUT_TOPIC": f"out-{run}", "SW_DEAD_LETTER_TOPIC": f"dlq-{run}"}
+    env = {**os.environ, **names, "SW_KAFKA_BOOTSTRAP_SERVERS": services["kafka"], "SW_LOG_FORMAT": "json"}
+    done = subprocess.run([sys.executable, "-m", "worker.cli", "topics", *args], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return env, done
+
+
+def test_topics_command_creates_the_three_topics_and_leaves_existing_ones_as_they_are(services):
+    """`story-worker topics` against the real broker: the three topics with the partitions asked; a second run
+    with another count changes nothing and reports the counts the topics have."""
+    from kafka.admin import KafkaAdminClient
+
+    env, _ = _topics_command(services, "--partitions", "3", "--config", "retention.ms=3600000")
+    names = [env["SW_INPUT_TOPIC"], env["SW_OUTPUT_TOPIC"], env["SW_DEAD_LETTER_TOPIC"]]
+    admin = KafkaAdminClient(bootstrap_servers=services["kafka"])
+    try:
+        assert {d["name"]: len(d["partitions"]) for d in admin.describe_topics(names)} == dict.fromkeys(names, 3)
+        again = subprocess.run([sys.executable, "-m", "worker.cli", "topics", "--partitions", "5"], env=env,
+                               capture_output=True, text=True, timeout=120)
+        assert again.returncode == 0, again.stderr
+        exist = [json.loads(line) for line in (again.stdout + again.stderr).splitlines() if '"topics_exist"' in line]
+        assert [e["partitions"] for e in exist] == [dict.fromkeys(names, 3)]
+        assert {d["name"]: len(d["partitions"]) for d in admin.describe_topics(names)} == dict.fromkeys(names, 3)
+    finally:
+        admin.delete_topics(names)
+        admin.close()
+
+
+def test_topics_command_sets_the_topic_configs_given(services):
+    """`--config` reaches the broker: the created topic reports it (where the broker reports topic configs)."""
+    from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
+
+    env, _ = _topics_command(services, "--config", "retention.ms=3600000")
+    names = [env["SW_INPUT_TOPIC"], env["SW_OUTPUT_TOPIC"], env["SW_DEAD_LETTER_TOPIC"]]
+    admin = KafkaAdminClient(bootstrap_servers=services["kafka"])
+    try:
+        reported = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, names[0])])
+        configs = reported.get("topic", {}).get(names[0], {})
+    finally:
+        admin.delete_topics(names)
+        admin.close()
+    if not configs:
+        pytest.skip("this broker reports no topic configs (tansu accepts and ignores them)")
+    assert configs["retention.ms"]["value"] == "3600000"

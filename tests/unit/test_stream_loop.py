@@ -324,3 +324,25 @@ def test_an_undecodable_record_that_cannot_be_located_ends_the_worker_rather_tha
         StreamWorker._skip_undecodable(consumer, CorruptRecordError("bad"))
     assert StreamWorker._skip_undecodable(
         SimpleNamespace(_fetcher=SimpleNamespace(_next_in_line_exception_metadata=None))) == []
+
+
+def test_topics_takes_configs_as_key_value_pairs_and_refuses_anything_else(monkeypatch):
+    """`--config KEY=VALUE` reaches the topic creation as a dict; a malformed pair is a usage error (exit 2)
+    before any broker is contacted."""
+    from click.testing import CliRunner
+
+    from worker import cli
+    from worker.adapters import kafka_io
+
+    calls = []
+    monkeypatch.setattr(kafka_io, "wait_for_broker", lambda settings, timeout: None)
+    monkeypatch.setattr(kafka_io, "ensure_topics", lambda *args: calls.append(args[1:]))
+    runner = CliRunner()
+    done = runner.invoke(cli.main, ["topics", "--replication", "3", "--config", "min.insync.replicas=2",
+                                    "--config", " retention.ms = 86400000"])
+    assert done.exit_code == 0, done.output
+    assert calls == [(4, 3, {"min.insync.replicas": "2", "retention.ms": "86400000"})]
+    for bad in ("min.insync.replicas", "=2", "retention.ms="):
+        refused = runner.invoke(cli.main, ["topics", "--config", bad])
+        assert refused.exit_code == 2 and "KEY=VALUE" in refused.output
+    assert len(calls) == 1

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import structlog
@@ -65,18 +65,27 @@ def make_producer(settings: Settings) -> KafkaProducer:
     )
 
 
-def ensure_topics(settings: Settings, partitions: int = 4, replication: int = 1) -> None:
-    """Create the input, output and dead-letter topics if they do not exist (deployments may pre-create them)."""
+def ensure_topics(settings: Settings, partitions: int = 4, replication: int = 1,
+                  configs: Mapping[str, str] | None = None) -> None:
+    """Create the input, output and dead-letter topics if they do not exist (deployments may pre-create them),
+    with the topic configs given (e.g. min.insync.replicas). Existing topics are left as they are: their
+    partition counts are logged, since fewer partitions than replicas leaves replicas idle."""
     admin = KafkaAdminClient(**settings.kafka_common())
     try:
         wanted = [settings.input_topic, settings.output_topic, settings.dead_letter_topic]
-        missing = [t for t in wanted if t not in set(admin.list_topics())]
+        existing = set(admin.list_topics())
+        missing = [t for t in wanted if t not in existing]
         if missing:
             try:
-                admin.create_topics([NewTopic(t, partitions, replication) for t in missing])
+                admin.create_topics([NewTopic(t, partitions, replication, topic_configs=dict(configs or {}))
+                                     for t in missing])
             except TopicAlreadyExistsError:
                 pass
-            log.info("topics_created", topics=missing, partitions=partitions)
+            log.info("topics_created", topics=missing, partitions=partitions, replication=replication,
+                     configs=dict(configs or {}))
+        if present := [t for t in wanted if t in existing]:
+            counts = {d["name"]: len(d["partitions"]) for d in admin.describe_topics(present)}
+            log.info("topics_exist", partitions=counts)
     finally:
         admin.close()
 
