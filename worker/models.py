@@ -134,6 +134,8 @@ class ArticleRef(BaseModel):
     similarity: float | None = None
     matched: dict[str, Any] | None = Field(default=None, description="Why it is a duplicate: what it matched.")
     update_of: str | None = None
+    entities_truncated: bool = Field(default=False, description="Only the first entities fitted in the event "
+                                     "(SW_EVENT_MAX_BYTES); the batch decision keeps them all.")
 
 
 class TopEntity(BaseModel):
@@ -176,6 +178,21 @@ class StoryEvent(BaseModel):
     worker_version: str
     emitted_at: dt.datetime
 
+    def fitted(self, max_bytes: int) -> "StoryEvent":
+        """The event within `max_bytes` of UTF-8 JSON (what the story topic accepts). Every field but the
+        article's entities is bounded by the input limits, and a name-dense text can carry tens of thousands of
+        mentions: the last ones are left out until it fits. An event the broker refuses would stall its batch."""
+        over = len(self.model_dump_json().encode()) - max_bytes
+        if over <= 0 or self.article is None:
+            return self
+        entities = self.article.entities
+        keep = len(entities)
+        while keep and over > 0:
+            keep -= 1
+            over -= len(entities[keep].model_dump_json().encode()) + 1   # and its comma
+        article = self.article.model_copy(update={"entities": entities[:keep], "entities_truncated": True})
+        return self.model_copy(update={"article": article})
+
 
 class SourceRecord(BaseModel):
     """Where a dead-lettered message came from."""
@@ -209,21 +226,29 @@ class DeadLetter(BaseModel):
     @classmethod
     def build(cls, value: bytes, *, error_class: str, reason: str, source: SourceRecord, worker_version: str,
               max_bytes: int) -> "DeadLetter":
-        """The whole original when the dead letter stays within `max_bytes` of JSON (what the dead-letter topic
-        accepts), else as much of its head as fits, with its full length and SHA-256. Should the original's key
-        and headers alone overflow it, they are left out (the reason says so): a letter the broker refuses would
-        stall its batch."""
+        """The whole original when the dead letter stays within `max_bytes` (what the dead-letter topic accepts:
+        the letter's UTF-8 JSON plus the original's key, which the letter is published under), else as much of
+        its head as fits, with its full length and SHA-256. Should the original's key and headers alone overflow
+        it, they are left out (the reason says so): a letter the broker refuses would stall its batch."""
         letter = cls(error_class=error_class, reason=reason[:2000], source=source, value_b64="",
                      value_length=len(value), value_sha256=hashlib.sha256(value).hexdigest(), value_truncated=False,
                      worker_version=worker_version, failed_at=dt.datetime.now(dt.timezone.utc))
-        if len(letter.model_dump_json()) > max_bytes and (source.headers or source.key_b64):
+        if letter.size() > max_bytes and (source.headers or source.key_b64):
             letter = letter.model_copy(update={
                 "source": source.model_copy(update={"headers": [], "key_b64": None}),
                 "reason": f"{letter.reason} [key and headers of the original left out: too large]"})
-        room = max_bytes - len(letter.model_dump_json())       # for the base64 of the kept bytes
+        room = max_bytes - letter.size()       # for the base64 of the kept bytes
         kept = value[:max(0, room) // 4 * 3]
         return letter.model_copy(update={"value_b64": base64.b64encode(kept).decode("ascii"),
                                          "value_truncated": len(kept) < len(value)})
+
+    def key(self) -> bytes | None:
+        """The record key the letter is published under: the original's, as it came (none when left out)."""
+        return base64.b64decode(self.source.key_b64) if self.source.key_b64 is not None else None
+
+    def size(self) -> int:
+        """Bytes of the record the letter makes: its UTF-8 JSON and its key."""
+        return len(self.model_dump_json().encode()) + len(self.key() or b"")
 
 
 class Decision(BaseModel):

@@ -430,12 +430,11 @@ class Pipeline:
         return Result(decision=decision, events=[self._event(it.change, ref)],
                       ner_skipped_language=it.skipped_language)
 
-    @staticmethod
-    def _event(change: StoryChange, ref: ArticleRef | None) -> StoryEvent:
+    def _event(self, change: StoryChange, ref: ArticleRef | None) -> StoryEvent:
         return StoryEvent(story_id=change.story_id, version=change.version, event=change.action, article=ref,
                           score=change.score, runner_up=change.runner_up, shared_entities=change.shared_entities,
                           story=StoryState.model_validate(change.story), worker_version=__version__,
-                          emitted_at=dt.datetime.now(dt.timezone.utc))
+                          emitted_at=dt.datetime.now(dt.timezone.utc)).fitted(self.settings.event_max_bytes)
 
     @staticmethod
     def _record(result: Result) -> dict:
@@ -474,7 +473,8 @@ def _article_id(article: Article) -> str:
 def _guess_id(value: bytes | None) -> str | None:
     """The `id` of an invalid message when it can still be read, for the batch-mode error line."""
     try:
-        data = json.loads(value or b"")
-    except (ValueError, RecursionError):
+        data = json.loads((value or b"").decode("utf-8"))
+        found = data.get("id") if isinstance(data, dict) else None
+        return found if isinstance(found, str) and len(found) <= 512 and found.encode("utf-8") else None
+    except (ValueError, RecursionError):  # not UTF-8 or JSON; an id with a lone surrogate cannot be written out
         return None
-    return data.get("id") if isinstance(data, dict) and isinstance(data.get("id"), str) else None

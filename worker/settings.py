@@ -59,6 +59,8 @@ class Settings(BaseSettings):
     max_text_chars: int = Field(200_000, ge=100, description="Body text longer than this is dead-lettered.")
     dead_letter_max_bytes: int = Field(1_000_000, ge=8192, description="Largest dead letter (JSON bytes); the "
                                        "original is cut to fit. Within the topic's max.message.bytes (1 MiB).")
+    event_max_bytes: int = Field(1_000_000, ge=65536, description="Largest story event (JSON bytes); an article's "
+                                 "entities beyond it are left out of the event. Within the topic's max.message.bytes.")
     dedup_window_s: float = Field(7 * 86400, gt=0, description="Event-time window for duplicate matching; its "
                                   "Redis state (and the decision records) expire a day after it in live mode.")
     story_window_s: float = Field(240 * 86400, gt=0, description="Event-time window a story stays open "

@@ -229,7 +229,7 @@ class StreamWorker:
         s = self.settings
         for r in results:
             if r.dead_letter is not None:
-                yield s.dead_letter_topic, _key(r.dead_letter.source), r.dead_letter.model_dump_json().encode()
+                yield s.dead_letter_topic, r.dead_letter.key(), r.dead_letter.model_dump_json().encode()
         # A story's events in version order: within a batch, versions follow event time, not input order.
         for event in sorted((e for r in results for e in r.events), key=lambda e: (e.story_id, e.version)):
             yield s.output_topic, event.story_id.encode(), event.model_dump_json().encode()
@@ -333,7 +333,3 @@ def _incoming(record: ConsumerRecord | UnreadableRecord) -> Incoming:
                           headers=headers)
     ts = record.timestamp / 1000 if record.timestamp and record.timestamp > 0 else None
     return Incoming(value=record.value, source=source, fallback_time=ts)
-
-
-def _key(source: SourceRecord) -> bytes | None:
-    return base64.b64decode(source.key_b64) if source.key_b64 else None

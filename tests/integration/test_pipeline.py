@@ -130,6 +130,39 @@ def test_redelivery_returns_the_stored_decision_and_emits_only_unacknowledged_ev
     assert third[0].events == [] and third[0].redelivered and third[0].decision == first[0].decision
 
 
+def test_a_name_dense_article_s_event_fits_the_story_topic_and_its_decision_keeps_every_entity(redis_client):
+    """Story events are bounded by SW_EVENT_MAX_BYTES (a refused event would stall its batch for good); the first
+    entities are kept, the decision (and so a copy's entities) keeps them all, and a redelivery gets the same."""
+
+    class DenseExtractor:
+        def extract(self, docs):
+            return [[Entity(text=f"Nation{i}", label="GPE", start=9 * i, end=9 * i + 7, canonical=f"Nation{i}",
+                            field="text") for i in range(3000)] for _ in docs]
+
+    p = Pipeline(Settings(event_max_bytes=65536), redis_client, f"test-{uuid.uuid4().hex[:8]}", live=False,
+                 extractor=DenseExtractor())
+    try:
+        first = p.process(incoming([article(1)]))
+        event = first[0].events[0]
+        assert len(event.model_dump_json().encode()) <= 65536 and event.article.entities_truncated
+        assert 0 < len(event.article.entities) < 3000 and len(first[0].decision.entities) == 3000
+        again = p.process(incoming([article(1)]))
+        assert again[0].events == first[0].events
+    finally:
+        p.drop_state()
+
+
+def test_a_batch_run_writes_an_error_line_for_an_invalid_line_whose_id_cannot_be_written(redis_client, tmp_path):
+    """An id with a lone surrogate (valid JSON, not valid UTF-8) is left out of the error line; the run goes on."""
+    src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    src.write_text(json.dumps(article(1)) + "\n" + '{"id": "\\ud800", "title": "no url"}\n' + json.dumps(article(2))
+                   + "\n")
+    run_batch(Settings(), redis_client, src, out, chunk=8, extractor=FakeExtractor())
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [line.get("id") for line in lines] == ["a1", None, "a2"]
+    assert lines[1]["error"].startswith("invalid:") and lines[0]["story_id"] and lines[2]["story_id"]
+
+
 def test_non_english_articles_skip_ner_but_are_clustered(pipeline):
     results = pipeline.process(incoming([article(1, language="fr")]))
     assert results[0].decision.entities == [] and results[0].ner_skipped_language == "fr"

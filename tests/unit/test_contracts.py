@@ -52,6 +52,48 @@ def test_a_dead_letter_leaves_out_key_and_headers_that_alone_would_overflow_it()
     assert base64.b64decode(letter.value_b64) == b"{oops" and letter.source.offset == 2
 
 
+def test_a_dead_letter_counts_its_bytes_not_its_characters_and_the_key_it_is_published_under():
+    """The broker measures the record: the letter's UTF-8 JSON (a non-ASCII reason or header name takes two or
+    three bytes a character) and the original's key, which the letter is published under."""
+    key = os.urandom(3000)
+    src = SourceRecord(topic="t", partition=0, offset=9, timestamp=None, key_b64=base64.b64encode(key).decode(),
+                       headers=[("é" * 500, "eHl6")])
+    value = os.urandom(40_000)
+    letter = DeadLetter.build(value, error_class="not_utf8", reason="ünlesbar " * 200, source=src,
+                              worker_version="x", max_bytes=20_000)
+    assert letter.key() == key and letter.source.headers == src.headers   # both fit, so both are kept
+    record = len(letter.model_dump_json().encode()) + len(key)
+    assert 20_000 - 5 <= record <= 20_000 and letter.size() == record
+    assert letter.value_truncated and value.startswith(base64.b64decode(letter.value_b64))
+
+
+def test_an_empty_key_is_kept_as_an_empty_key():
+    src = SourceRecord(topic="t", partition=0, offset=1, timestamp=None, key_b64="")
+    letter = DeadLetter.build(b"{", error_class="not_json", reason="bad", source=src, worker_version="x",
+                              max_bytes=10_000)
+    assert letter.key() == b""
+
+
+def test_a_story_event_leaves_out_the_entities_that_do_not_fit_its_size():
+    """A name-dense text gives tens of thousands of mentions; the event keeps the first that fit and says so."""
+    import datetime as dt
+
+    from worker.models import ArticleRef, EntityOut, StoryEvent, StoryState
+
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    entities = [EntityOut(text=f"Name{i}", label="ORG", start=7 * i, end=7 * i + 5, canonical=f"Name{i}",
+                          field="text") for i in range(20_000)]
+    ref = ArticleRef(id="a", url="https://x.example/a", source="x", title="t", published_at=now, entities=entities)
+    story = StoryState(headline="t", article_count=1, sources=["x"], top_entities=[], first_seen=now, last_seen=now)
+    event = StoryEvent(story_id="s", version=1, event="created", article=ref, story=story, worker_version="x",
+                       emitted_at=now)
+    assert len(event.model_dump_json().encode()) > 1_000_000
+    fitted = event.fitted(1_000_000)
+    assert 1_000_000 - 200 < len(fitted.model_dump_json().encode()) <= 1_000_000
+    assert fitted.article.entities_truncated and fitted.article.entities == entities[:len(fitted.article.entities)]
+    assert event.fitted(10_000_000) is event and not event.article.entities_truncated
+
+
 def test_settings_redact_secrets(monkeypatch):
     monkeypatch.setenv("REDIS_URL", "redis://user:s3cr3t-pw@redis:6379/0")
     monkeypatch.setenv("SW_KAFKA_SASL_PASSWORD", "kafka-s3cr3t")
