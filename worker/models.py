@@ -11,10 +11,10 @@ import datetime as dt
 import email.utils
 import hashlib
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
 ARTICLE_SCHEMA_VERSION = 1
 STORY_EVENT_SCHEMA_VERSION = 1
@@ -24,6 +24,14 @@ DECISION_SCHEMA_VERSION = 1
 _EARLIEST = dt.datetime(1990, 1, 1, tzinfo=dt.timezone.utc)
 _FUTURE_SLACK = dt.timedelta(days=2)
 _UNSAFE = re.compile(r"[\x00-\x20\x7f]")
+# What the validators below accept, for producers that check against schemas/article.v1.json
+_PUBLISHED_AT_SCHEMA = {"anyOf": [
+    {"type": "string", "pattern": r"^\s*$|^\s*(\d{4}|([A-Za-z]{3},\s*)?\d{1,2}\s+[A-Za-z]{3}\s+\d)",
+     "description": "ISO 8601 date-time (no offset: UTC) or date (midnight UTC), RFC 2822 as in RSS, or empty"},
+    {"type": "number", "description": "Unix time in seconds (or milliseconds)"},
+    {"type": "null"}]}
+_URL_PATTERN = r"^[Hh][Tt][Tt][Pp][Ss]?://[^\x00-\x20\x7f/?#]+[^\x00-\x20\x7f]*$"
+_OUTPUT = ConfigDict(json_schema_serialization_defaults_required=True)  # the worker writes every field
 
 
 class Article(BaseModel):
@@ -32,14 +40,16 @@ class Article(BaseModel):
     model_config = ConfigDict(extra="allow",
                               json_schema_extra={"$id": f"story-worker/article.v{ARTICLE_SCHEMA_VERSION}.json"})
 
-    url: str = Field(min_length=1, max_length=4096, description="Article URL as scraped; canonicalised by the worker.")
+    url: str = Field(min_length=1, max_length=4096, json_schema_extra={"pattern": _URL_PATTERN},
+                     description="Absolute http(s) URL as scraped; canonicalised by the worker.")
     title: str = Field(max_length=2000, description="Headline.")
-    source: str = Field(min_length=1, max_length=512, description="Outlet or feed the scraper read it from.")
-    published_at: dt.datetime | None = Field(
+    source: str = Field(min_length=1, max_length=512, json_schema_extra={"pattern": r"\S"},
+                        description="Outlet or feed the scraper read it from.")
+    published_at: Annotated[dt.datetime | None, WithJsonSchema(_PUBLISHED_AT_SCHEMA)] = Field(
         default=None, description="ISO 8601 timestamp (a bare date means midnight UTC) or RFC 2822 as in RSS. Missing, "
                                   "empty or implausible: the broker timestamp (live) or the previous article's "
                                   "time (batch) stands in.")
-    id: str | None = Field(default=None, min_length=1, max_length=512,
+    id: str | None = Field(default=None, min_length=1, max_length=512, json_schema_extra={"pattern": r"\S"},
                            description="Upstream id; derived from canonical URL and content when absent.")
     text: str | None = Field(default=None, description="Body text; null or empty for headline-only items.")
     language: str | None = Field(default=None, max_length=32, description="ISO 639-1 code when known.")
@@ -123,6 +133,8 @@ class EntityOut(BaseModel):
 class ArticleRef(BaseModel):
     """The article that caused a story event."""
 
+    model_config = _OUTPUT
+
     id: str
     url: str
     source: str
@@ -147,6 +159,8 @@ class TopEntity(BaseModel):
 class StoryState(BaseModel):
     """The story as it stands after the event."""
 
+    model_config = _OUTPUT
+
     headline: str
     article_count: int = Field(description="Distinct (non-duplicate) articles.")
     copies: int = Field(default=0, description="Duplicates seen (not counted in article_count).")
@@ -162,7 +176,8 @@ class StoryState(BaseModel):
 class StoryEvent(BaseModel):
     """Published to the story topic with message key = story_id. Keep the highest `version` per story."""
 
-    model_config = ConfigDict(json_schema_extra={"$id": f"story-worker/story_event.v{STORY_EVENT_SCHEMA_VERSION}.json"})
+    model_config = ConfigDict(json_schema_extra={"$id": f"story-worker/story_event.v{STORY_EVENT_SCHEMA_VERSION}.json"},
+                              **_OUTPUT)
 
     schema_version: Literal[1] = STORY_EVENT_SCHEMA_VERSION
     story_id: str
@@ -197,6 +212,8 @@ class StoryEvent(BaseModel):
 class SourceRecord(BaseModel):
     """Where a dead-lettered message came from."""
 
+    model_config = _OUTPUT
+
     topic: str | None
     partition: int | None
     offset: int | None
@@ -208,7 +225,8 @@ class SourceRecord(BaseModel):
 class DeadLetter(BaseModel):
     """Published to the dead-letter topic for input that can never succeed."""
 
-    model_config = ConfigDict(json_schema_extra={"$id": f"story-worker/dead_letter.v{DEAD_LETTER_SCHEMA_VERSION}.json"})
+    model_config = ConfigDict(json_schema_extra={"$id": f"story-worker/dead_letter.v{DEAD_LETTER_SCHEMA_VERSION}.json"},
+                              **_OUTPUT)
 
     schema_version: Literal[1] = DEAD_LETTER_SCHEMA_VERSION
     error_class: str = Field(description="Machine-readable class: not_utf8, not_json, invalid, oversize, processing, "

@@ -4,12 +4,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .models import SCHEMAS
+from .models import SCHEMAS, Article
 
 
 def render(name: str) -> str:
-    """The schema file's exact text for one model."""
-    return json.dumps(SCHEMAS[name].model_json_schema(), indent=2, sort_keys=True) + "\n"
+    """The schema file's exact text for one model: what producers may send for the input article, what the worker
+    writes for its outputs (a field with a default is always there)."""
+    model = SCHEMAS[name]
+    mode = "validation" if model is Article else "serialization"
+    return json.dumps(model.model_json_schema(mode=mode), indent=2, sort_keys=True) + "\n"
 
 
 def write_schemas(directory: Path) -> list[Path]:

@@ -21,6 +21,63 @@ def test_schema_files_match_models():
     assert check_schemas(SCHEMAS) == [], "run `story-worker schemas --write` and commit schemas/"
 
 
+GOOD_ARTICLE = {"url": "https://news.example/a", "title": "Quake", "source": "wire"}
+
+
+@pytest.mark.parametrize("change", [
+    {}, {"published_at": "2013-05-02T10:00:00Z"}, {"published_at": "2013-05-02T10:00:00"},
+    {"published_at": "2013-05-02"}, {"published_at": "Thu, 02 May 2013 10:00:00 GMT"},
+    {"published_at": "02 May 2013 10:00 +0200"}, {"published_at": ""}, {"published_at": None},
+    {"published_at": 1700000000}, {"published_at": "yesterday"}, {"published_at": True} | {"x": 1},
+    {"url": "HTTPS://news.example/b?q=1#f"}, {"url": "ftp://news.example/a"}, {"url": "https://news.example/a b"},
+    {"url": "https:///path"}, {"url": "news.example/a"}, {"id": "  "}, {"id": "a-1"}, {"id": ""},
+    {"source": " "}, {"title": "t" * 2001}, {"language": "en", "lang": "en", "unknown": [1]}, {"text": None},
+    {"url": None}, {"title": 5},
+])
+def test_the_article_schema_accepts_what_the_worker_accepts(change):
+    """Producers may check their messages against schemas/article.v1.json before sending: it must agree with
+    the worker's own validation (RSS dates, Unix times, http(s) URLs only, blank ids)."""
+    import jsonschema
+
+    from worker.errors import InvalidMessage
+    from worker.validation import parse_article
+
+    doc = {**GOOD_ARTICLE, **change}
+    schema = json.loads((SCHEMAS / "article.v1.json").read_text())
+    by_schema = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker()).is_valid(doc)
+    try:
+        parse_article(json.dumps(doc).encode(), max_bytes=100_000, max_text_chars=10_000)
+        by_worker = True
+    except InvalidMessage:
+        by_worker = False
+    assert by_schema == by_worker, (doc, by_schema, by_worker)
+
+
+def test_what_the_worker_writes_matches_its_output_schemas():
+    """A story event and a dead letter, as published, validate against schemas/ with every field required that
+    the worker always writes."""
+    import datetime as dt
+
+    import jsonschema
+
+    from worker.models import ArticleRef, EntityOut, StoryEvent, StoryState
+
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    ref = ArticleRef(id="a", url="https://x.example/a", source="x", title="t", published_at=None,
+                     entities=[EntityOut(text="X", label="ORG", start=0, end=1, canonical="X", field="title")])
+    story = StoryState(headline="t", article_count=1, sources=["x"], top_entities=[], first_seen=now, last_seen=now)
+    event = StoryEvent(story_id="s", version=1, event="created", article=ref, story=story, worker_version="x",
+                       emitted_at=now)
+    letter = DeadLetter.build(b"{", error_class="not_json", reason="bad", worker_version="x", max_bytes=10_000,
+                              source=SourceRecord(topic="t", partition=0, offset=1, timestamp=None))
+    for name, model in (("story_event.v1.json", event), ("dead_letter.v1.json", letter)):
+        schema = json.loads((SCHEMAS / name).read_text())
+        written = json.loads(model.model_dump_json())
+        jsonschema.validate(written, schema, format_checker=jsonschema.FormatChecker())
+        del written["schema_version"]
+        assert not jsonschema.Draft202012Validator(schema).is_valid(written)  # always written, so required
+
+
 def test_check_schemas_notices_drift(tmp_path):
     (tmp_path / "article.v1.json").write_text(render("article.v1.json").replace("Headline", "Title"))
     assert "article.v1.json" in check_schemas(tmp_path)
