@@ -16,5 +16,10 @@ class InvalidMessage(WorkerError):
         self.reason = reason
 
 
+class WorkerBroken(WorkerError):
+    """The worker cannot process even a plain article (a model runtime broke): it stops (exit 1) rather than
+    dead-letter every message; its batch is not committed and a restarted worker gets it again."""
+
+
 class DependencyUnavailable(WorkerError):
     """Kafka or Redis did not answer or refused the work; retry the whole batch later."""

@@ -25,7 +25,7 @@ from .core.cluster import ClusterConfig, ClusterInput, StoryChange
 from .core.dedup import DedupInput, DedupOutcome
 from .core.entities import Entity, EntityExtractor, relocate
 from .core.normalize import article_id_for, canonical_url
-from .errors import DependencyUnavailable, InvalidMessage
+from .errors import DependencyUnavailable, InvalidMessage, WorkerBroken
 from .models import (Article, ArticleRef, DeadLetter, Decision, EntityOut, SourceRecord, StoryEvent, StoryState,
                      plausible)
 from .settings import Settings
@@ -34,6 +34,8 @@ from .validation import parse_article
 log = structlog.get_logger()
 _DAY = 86400
 _BATCH_TTL = 7 * _DAY
+# A plain article the models must handle: when they fail on it too, the worker is broken, not the message
+_PROBE = ("Storm closes harbour", "The harbour master of Penwick closed the outer quay on Monday after a storm.")
 
 
 @dataclass(frozen=True)
@@ -164,7 +166,9 @@ class Pipeline:
                 return self._process([msg])
         except DependencyUnavailable:
             raise
-        except Exception as exc:  # noqa: BLE001 - the poison message itself
+        except Exception as exc:  # noqa: BLE001 - the poison message itself, unless the models broke
+            if not self._models_work():
+                raise WorkerBroken(f"the models fail on a plain article too, after {exc!r}") from exc
             log.error("poison_message", error=repr(exc), offset=msg.source.offset, partition=msg.source.partition)
             letter = DeadLetter.build(msg.value or b"", error_class="processing", reason=f"processing failed: {exc!r}",
                                       source=msg.source, worker_version=__version__,
@@ -172,6 +176,17 @@ class Pipeline:
             decision = Decision(id=_guess_id(msg.value), error=f"processing: {exc!r}")
             self._record_poison(msg, decision)
             return [Result(decision=decision, dead_letter=letter)]
+
+    def _models_work(self) -> bool:
+        """Whether NER and the embedding still run on a plain article. When they do not, the worker is broken,
+        not the message: dead-lettering would send every article after it to the dead letters too."""
+        try:
+            self.extractor.extract([_PROBE])
+            self.stories.embed_probe(*_PROBE)
+        except Exception:  # noqa: BLE001 - whatever broke them
+            log.exception("models_failed")
+            return False
+        return True
 
     def _record_poison(self, msg: Incoming, decision: Decision) -> None:
         """A valid article that made processing fail may already hold its dedup claim: its copies and updates

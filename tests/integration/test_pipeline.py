@@ -13,6 +13,7 @@ from kafka.structs import TopicPartition
 
 from worker.batch import run_batch
 from worker.core.entities import Entity
+from worker.errors import WorkerBroken
 from worker.models import SourceRecord
 from worker.pipeline import Incoming, OriginalPending, Pipeline
 from worker.settings import Settings
@@ -74,6 +75,24 @@ def test_poison_message_is_dead_lettered_and_the_rest_decided(pipeline):
     assert [r.dead_letter is not None for r in results] == [False, True, False]
     assert results[1].dead_letter.error_class == "processing" and "model cannot" in results[1].dead_letter.reason
     assert results[0].decision.story_id and results[2].decision.story_id
+
+
+def test_models_that_fail_on_every_article_stop_the_worker_instead_of_dead_lettering_the_stream(redis_client):
+    """A broken model runtime (out of memory, a bad install) is no property of the messages: dead-lettering them
+    would commit past every article. The batch fails with WorkerBroken and nothing is dead-lettered or decided."""
+
+    class BrokenExtractor(FakeExtractor):
+        def extract(self, docs):
+            raise RuntimeError("onnx/spacy: failed to allocate memory")
+
+    p = Pipeline(Settings(), redis_client, f"test-{uuid.uuid4().hex[:8]}", live=False, extractor=BrokenExtractor())
+    try:
+        with pytest.raises(WorkerBroken, match="failed to allocate"):
+            p.process(incoming([article(1), article(2)]))
+        p.extractor = FakeExtractor()  # mended (a restart): the same batch is decided, nothing was held against it
+        assert all(r.decision.story_id and r.dead_letter is None for r in p.process(incoming([article(1), article(2)])))
+    finally:
+        p.drop_state()
 
 
 def test_a_copy_read_before_its_original_joins_it_when_its_batch_is_run_one_message_at_a_time(redis_client):

@@ -163,6 +163,13 @@ class StoryStore:
         if self.config.embed_weight > 0 and self._embedder is None:
             self._embedder = _load_embedder(self._embedding_threads)
 
+    def embed_probe(self, title: str, text: str) -> None:
+        """Embed one lead, no Redis involved (when the config uses embeddings): whether the model still runs."""
+        if self.config.embed_weight > 0:
+            self.warm_up()
+            from worker.core.embedding import lead_of
+            self._embedder.embed([lead_of(title, text)])
+
     @property
     def embedding_threads(self) -> int | None:
         """Threads of the loaded embedding model (None: not loaded, or attached by the caller)."""
