@@ -39,7 +39,8 @@ def test_secrets_are_redacted_in_the_start_line_and_absent_from_every_log_line(m
             wait_until(lambda: logged(worker, "batch_retry"), 60, "a batch_retry warning")
         finally:
             proc.send_signal(18)  # SIGCONT
-        stack.wait_accounted({a["id"] for a in articles}, dead=0, timeout=120)
+        events, _ = stack.wait_accounted({a["id"] for a in articles}, dead=0, timeout=120)
+        assert {a["id"] for a in articles} <= {e["article"]["id"] for e in events if e.get("article")}
         assert_alive(worker)
         assert worker.terminate() == 0
         text = worker.log_path.read_text(errors="replace")

@@ -13,6 +13,8 @@ from tests.fingerprint_reference import shingle_hashes
 from worker.core.fingerprint import fingerprint
 from worker.core.normalize import normalize_text, words
 
+pytestmark = pytest.mark.integration
+
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 T0 = 1_700_000_000.0
 WINDOW = 3 * 86400
@@ -76,6 +78,7 @@ def test_redelivery_returns_the_stored_outcome_and_changes_nothing(index, client
     assert [again[1], again[0]] == first
     assert again[1].duplicate_of is None and again[0].duplicate_of == "o1"
     assert {k: client.dump(k) for k in keys_before if not k.endswith(b"meta")} == dumps_before
+    assert sorted(client.scan_iter(match="sw:{" + index._prefix.split("{")[1].split("}")[0] + "}:*")) == keys_before
 
 
 def test_decisions_do_not_depend_on_batch_cuts(client):
@@ -208,12 +211,17 @@ def test_racing_replicas_admit_exactly_one_original_per_group(client):
             copies = copies[w % 3:] + copies[: w % 3]
             batches = [copies[:2], copies[2:]]
             procs.append(ctx.Process(target=_race, args=(ns, w, batches, queue)))
-        for p in procs:
-            p.start()
-        results = [queue.get(timeout=60) for _ in procs]
-        for p in procs:
-            p.join(timeout=60)
-        DedupIndex(client, ns, None, WINDOW).drop()
+        try:
+            for p in procs:
+                p.start()
+            results = [queue.get(timeout=60) for _ in procs]
+            for p in procs:
+                p.join(timeout=60)
+        finally:
+            for p in procs:
+                if p.is_alive():
+                    p.terminate()
+            DedupIndex(client, ns, None, WINDOW).drop()
         outcomes = [o for _, out in results for o in out]
         originals = {}
         for o in outcomes:

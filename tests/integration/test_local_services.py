@@ -13,6 +13,8 @@ import pytest
 
 from worker.adapters import local_services
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.mark.skipif(not shutil.which("redis-server"), reason="redis-server not installed")
 def test_a_port_taken_meanwhile_moves_the_service_to_another():

@@ -298,20 +298,23 @@ def test_two_first_reports_at_once_make_one_story(client):
         barrier, results = context.Barrier(2), context.Queue()
         workers = [context.Process(target=_assign_at_once, args=(namespace, f"r{n}", f"outlet-{n}", barrier,
                                                                     results)) for n in range(2)]
-        for w in workers:
-            w.start()
-        for w in workers:
-            w.join(60)
-            assert w.exitcode == 0
-        stories = dict(results.get(timeout=5) for _ in workers)
         store = StoryStore(client, namespace, None, WINDOW, embedder=_FakeEmbedder())
         try:
+            for w in workers:
+                w.start()
+            for w in workers:
+                w.join(60)
+                assert w.exitcode == 0
+            stories = dict(results.get(timeout=5) for _ in workers)
             assert len(set(stories.values())) == 1, stories
             replay = store.assign([report("r0"), report("r1")])
             assert {c.story_id for c in replay} == set(stories.values())
             assert max(c.story["article_count"] for c in replay) == 2  # neither assignment lost
             assert sorted(max(replay, key=lambda c: c.version).story["sources"]) == ["outlet-0", "outlet-1"]
         finally:
+            for w in workers:
+                if w.is_alive():
+                    w.terminate()
             store.drop()
 
 

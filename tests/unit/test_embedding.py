@@ -4,7 +4,6 @@ import redis
 
 from worker.adapters.story_store import StoryStore, _load_embedder
 from worker.core.embedding import Embedder, lead_of
-from worker.settings import Settings
 
 LEADS = [lead_of("Quake hits Aceh", "A magnitude 6.1 earthquake struck Indonesia's Aceh province on Tuesday."),
          lead_of("Actress checks into rehab", "Tara Reid has entered the Promises Treatment Center in Malibu."),
@@ -25,7 +24,6 @@ def test_by_default_the_embedder_uses_only_the_cpus_the_process_may_use(monkeypa
 
 
 def test_the_thread_setting_reaches_the_model_and_leaves_the_vectors_alone():
-    assert Settings(embedding_threads=3).embedding_threads == 3
     _load_embedder.cache_clear()
     try:
         store = StoryStore(redis.Redis(), "threads", None, 86400.0, embedding_threads=3)  # no command is sent

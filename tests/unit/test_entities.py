@@ -100,9 +100,9 @@ def test_relocate_moves_offsets_into_the_copy_and_drops_missing_mentions():
 def test_relocate_finds_a_mention_as_a_whole_word_only():
     from worker.core.entities import Entity, relocate
 
-    text = "Iranian officials said Iran would talk."
+    text = "WIRE - Iranian officials said Iran would talk."   # the original's offset 23 holds "Iranian" here
     moved = relocate([Entity("Iran", "GPE", 23, 27, "Iran", "text")], "", text)
-    assert [(e.start, e.end) for e in moved] == [(23, 27)]
+    assert [(e.start, e.end) for e in moved] == [(30, 34)]
 
 
 def test_relocate_keeps_a_mention_where_the_copy_holds_it_and_never_inside_another():

@@ -346,3 +346,28 @@ def test_topics_takes_configs_as_key_value_pairs_and_refuses_anything_else(monke
         refused = runner.invoke(cli.main, ["topics", "--config", bad])
         assert refused.exit_code == 2 and "KEY=VALUE" in refused.output
     assert len(calls) == 1
+
+
+def test_the_liveness_probe_fails_without_a_heartbeat_or_with_a_stale_one_and_passes_with_a_fresh_one(
+        monkeypatch, tmp_path):
+    """`story-worker check`, what the container's probes run, against the heartbeat file the loop touches."""
+    import os
+    import time
+
+    from click.testing import CliRunner
+
+    from worker import cli
+
+    beat = tmp_path / "heartbeat"
+    monkeypatch.setenv("SW_HEARTBEAT_FILE", str(beat))
+    runner = CliRunner()
+    missing = runner.invoke(cli.main, ["check"])
+    assert missing.exit_code == 1 and "no heartbeat" in missing.output
+    beat.touch()
+    os.utime(beat, (time.time() - 90, time.time() - 90))
+    stale = runner.invoke(cli.main, ["check"])
+    assert stale.exit_code == 1 and "old" in stale.output
+    assert runner.invoke(cli.main, ["check", "--max-age", "120"]).exit_code == 0
+    beat.touch()
+    fresh = runner.invoke(cli.main, ["check"])
+    assert fresh.exit_code == 0 and "alive" in fresh.output
