@@ -49,6 +49,7 @@ def run_batch(settings: Settings, client: redis.Redis, input_path: Path, output_
         fd, name = tempfile.mkstemp(prefix=output_path.name + ".", suffix=".partial", dir=output_path.resolve().parent)
         os.close(fd)
         partial = Path(name)
+        os.chmod(partial, _mode_for(output_path))  # mkstemp's 0600 would survive the rename
     try:
         with open(partial, "w", encoding="utf-8") as out:
             for batch in _chunks(input_path, chunk):
@@ -72,12 +73,23 @@ def run_batch(settings: Settings, client: redis.Redis, input_path: Path, output_
     return counts
 
 
+def _mode_for(path: Path) -> int:
+    """The permissions a file written in place would have: the existing file's, else what the umask allows."""
+    if path.exists():
+        return path.stat().st_mode & 0o777
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def _chunks(path: Path, size: int) -> Iterator[list[Incoming]]:
     batch: list[Incoming] = []
     with open(path, "rb") as fh:
         for number, raw in enumerate(fh, 1):
             line = raw.rstrip(b"\r\n")
-            batch.append(Incoming(value=line or None,
+            if number == 1:
+                line = line.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte order mark some editors write
+            batch.append(Incoming(value=line,
                                   source=SourceRecord(topic=None, partition=None, offset=number, timestamp=None)))
             if len(batch) == size:
                 yield batch

@@ -25,7 +25,8 @@ def _settings() -> Settings:
     try:
         settings = Settings()
     except ValidationError as exc:
-        lines = [f"  {_env_name(err['loc'])}: {err['msg']}" for err in exc.errors(include_input=False)]
+        lines = [f"  {_env_name(err['loc'])}: {err['msg']}" if err["loc"] else f"  {err['msg']}"
+                 for err in exc.errors(include_input=False)]
         click.echo("invalid configuration:\n" + "\n".join(lines), err=True)  # values left out: secrets
         sys.exit(2)
     logs.configure(settings.log_format, settings.log_level)
@@ -154,11 +155,16 @@ def _topic_configs(ctx: click.Context, param: click.Parameter, values: tuple[str
               help="Topic config for the topics created, repeatable (e.g. min.insync.replicas=2).")
 def topics(partitions: int, replication: int, configs: dict[str, str]) -> None:
     """Create the input, output and dead-letter topics if missing (existing ones are left as they are)."""
+    from kafka.errors import KafkaError
+
     from .adapters.kafka_io import ensure_topics, wait_for_broker
 
     settings = _settings()
     wait_for_broker(settings, timeout=120)
-    ensure_topics(settings, partitions, replication, configs)
+    try:
+        ensure_topics(settings, partitions, replication, configs)
+    except KafkaError as exc:  # the broker refused them: a replication factor above its brokers, a bad config
+        raise click.ClickException(f"topics not created: {exc!r}") from exc
 
 
 @main.command()
@@ -213,6 +219,8 @@ def schemas(write: bool, directory: Path) -> None:
         for path in write_schemas(directory):
             click.echo(f"wrote {path}")
         return
+    if not directory.is_dir():
+        raise click.UsageError(f"no schemas directory at {directory} (run from the checkout, or pass --dir)")
     stale = check_schemas(directory)
     for name in stale:
         click.echo(f"stale: {directory / name}", err=True)
@@ -228,10 +236,10 @@ def demo(input_path: Path | None, workers: int) -> None:
     """Start what is missing (broker, Redis), run real workers, stream articles in, print the stories."""
     from .demo import run_demo
 
-    _settings()  # a bad setting exits 2 and says which, before anything starts
+    settings = _settings()  # a bad setting exits 2 and says which, before anything starts
     logs.configure("console" if sys.stderr.isatty() else "json", "WARNING")
     _stop_on_sigterm()
-    sys.exit(run_demo(input_path, workers))
+    sys.exit(run_demo(input_path, workers, settings))
 
 
 def _stop_on_sigterm() -> None:

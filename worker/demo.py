@@ -1,28 +1,32 @@
 """The demo: sample articles streamed through real worker processes, the resulting stories printed."""
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import click
 
 from .devstack import DevStack
-from .settings import redact_url
+from .errors import InvalidMessage
+from .models import Article
+from .pipeline import article_id
+from .settings import Settings, redact_url
+from .validation import parse_article
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples" / "articles.jsonl"
 MALFORMED = [b"this is not json", b'{"url": "https://example.org/x", "title": 42}', b"\xff\xfe not utf-8"]
 
 
-def run_demo(input_path: Path | None, workers: int) -> int:
+def run_demo(input_path: Path | None, workers: int, settings: Settings) -> int:
     path = input_path or SAMPLES
     if not path.is_file():  # an installed package: the samples ship with the source checkout, not the wheel
         raise click.UsageError(f"no sample articles at {path} (they come with the source checkout); "
                                "pass --input FILE (JSON Lines articles)")
     lines = [line for line in path.read_bytes().splitlines() if line.strip()]
-    ids = {json.loads(line)["id"] for line in lines}
-    click.secho(f"story-worker demo: {len(lines)} articles from {path.name} + {len(MALFORMED)} malformed messages",
-                bold=True)
+    articles = [_parsed(line, settings) for line in lines]   # None: invalid, a dead letter to expect
+    ids = {article_id(a) for a in articles if a is not None}
+    invalid = len(lines) - sum(a is not None for a in articles) + len(MALFORMED)
+    click.secho(f"story-worker demo: {len(ids)} articles from {path.name} + {invalid} malformed messages", bold=True)
     started = time.monotonic()
     with DevStack(keep_files=False) as stack:
         click.echo(f"broker {stack.settings.kafka_bootstrap_servers}, Redis {redact_url(stack.env['REDIS_URL'])}, "
@@ -30,9 +34,9 @@ def run_demo(input_path: Path | None, workers: int) -> int:
         procs = [stack.start_worker() for _ in range(workers)]
         for proc in procs:
             stack.wait_logged(proc, "partitions_assigned")
-        stack.produce(lines + MALFORMED, keys=[json.loads(line).get("url", "").encode() for line in lines]
+        stack.produce(lines + MALFORMED, keys=[a.url.encode() if a else None for a in articles]
                       + [None] * len(MALFORMED))
-        events, letters = stack.wait_accounted(ids, dead=len(MALFORMED))
+        events, letters = stack.wait_accounted(ids, dead=invalid)
         codes = [proc.terminate() for proc in procs]
     _print_stories(events)
     _print_dead_letters(letters)
@@ -42,7 +46,15 @@ def run_demo(input_path: Path | None, workers: int) -> int:
                f"workers exited {codes}, {time.monotonic() - started:.0f}s")
     if missing:
         click.secho(f"missing decisions for: {sorted(missing)}", fg="red")
-    return 0 if not missing and len(letters) == len(MALFORMED) and all(c == 0 for c in codes) else 1
+    return 0 if not missing and len(letters) == invalid and all(c == 0 for c in codes) else 1
+
+
+def _parsed(line: bytes, settings: Settings) -> Article | None:
+    """The article a line holds, validated as the workers will (they read the same settings); None if invalid."""
+    try:
+        return parse_article(line, max_bytes=settings.max_message_bytes, max_text_chars=settings.max_text_chars)
+    except InvalidMessage:
+        return None
 
 
 def _print_stories(events: list[dict]) -> None:

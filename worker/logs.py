@@ -38,12 +38,21 @@ def configure(fmt: str = "auto", level: str = "INFO") -> None:
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, structlog.processors.format_exc_info,
                     renderer],
         foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name]))
+    handler.addFilter(_not_cancelled_by_close)
     handler.addFilter(LibraryThrottle())
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(logging.WARNING)
     for noisy in ("kafka", "redis"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _not_cancelled_by_close(record: logging.LogRecord) -> bool:
+    """kafka-python logs a metadata refresh in flight when its client is closed (the request is `Cancelled`) as an
+    ERROR: a clean stop would end on an error line. Its fetcher logs the same case at INFO."""
+    from kafka.errors import Cancelled
+
+    return not (record.name == "kafka.cluster" and any(isinstance(arg, Cancelled) for arg in record.args or ()))
 
 
 class LibraryThrottle(logging.Filter):

@@ -198,7 +198,7 @@ class Pipeline:
         except InvalidMessage:
             return
         with _redis_failures():
-            self.decisions.save({_article_id(article): {**self._record(Result(decision=decision)),
+            self.decisions.save({article_id(article): {**self._record(Result(decision=decision)),
                                                         "dead_lettered": True}})
 
     def confirm_published(self, results: list[Result]) -> None:
@@ -269,7 +269,7 @@ class Pipeline:
                 continue
             url = canonical_url(article.url)
             event_time = self._event_time(article, msg, now)
-            items.append(_Item(index, article, _article_id(article), url, event_time))
+            items.append(_Item(index, article, article_id(article), url, event_time))
         return items
 
     def _event_time(self, article: Article, msg: Incoming, now: dt.datetime) -> float:
@@ -480,7 +480,7 @@ def _where(source: SourceRecord) -> tuple:
     return source.topic, source.partition, source.offset, source.timestamp
 
 
-def _article_id(article: Article) -> str:
+def article_id(article: Article) -> str:
     """The upstream id, else canonical URL + content (the body, or the title of a headline-only item)."""
     return article.id or article_id_for(article.url, article.text, article.title)
 

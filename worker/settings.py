@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import AliasChoices, Field, FilePath, SecretStr, field_validator
+from pydantic import AliasChoices, Field, FilePath, SecretStr, field_validator, model_validator
+from redis.connection import parse_url
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -78,7 +79,7 @@ class Settings(BaseSettings):
 
     # Operations
     stats_interval_s: float = Field(15.0, gt=0)
-    heartbeat_file: str = Field("/tmp/story-worker.heartbeat",
+    heartbeat_file: str = Field("/tmp/story-worker.heartbeat", min_length=1,
                                 description="Touched while the loop turns; `story-worker check` reads it.")
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -88,7 +89,22 @@ class Settings(BaseSettings):
     def _redis_scheme(cls, value: SecretStr) -> SecretStr:
         if urlsplit(value.get_secret_value()).scheme not in ("redis", "rediss", "unix"):
             raise ValueError("expected redis://, rediss:// or unix:// (e.g. redis://host:6379/0)")  # not echoed: a secret
+        try:
+            parse_url(value.get_secret_value())
+        except ValueError:  # its message may quote the URL: a secret
+            raise ValueError("not a Redis URL redis-py can use: check the port and the database number") from None
         return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Settings":
+        """Settings that are each valid but fail together, found at start rather than by the client later."""
+        if self.heartbeat_interval_ms >= self.session_timeout_ms:
+            raise ValueError("SW_HEARTBEAT_INTERVAL_MS must be below SW_SESSION_TIMEOUT_MS (a third of it is usual)")
+        if self.kafka_security_protocol.startswith("SASL_") and not (
+                self.kafka_sasl_mechanism and self.kafka_sasl_username and self.kafka_sasl_password):
+            raise ValueError(f"SW_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs "
+                             "SW_KAFKA_SASL_MECHANISM, SW_KAFKA_SASL_USERNAME and SW_KAFKA_SASL_PASSWORD")
+        return self
 
     @field_validator("kafka_bootstrap_servers")
     @classmethod

@@ -20,6 +20,7 @@ class Stats:
     closed: int = 0
     batches: int = 0
     total_articles: int = 0
+    retrying_since: float | None = None  # monotonic time the batch in hand first failed; None: none is failing
     _latencies: list[float] = field(default_factory=list)
     _since: float = field(default_factory=time.monotonic)
 
@@ -58,6 +59,7 @@ class Stats:
             "batch_latency_ms_p50": round(lat[len(lat) // 2] * 1000, 1) if lat else None,
             "batch_latency_ms_max": round(lat[-1] * 1000, 1) if lat else None,
             "total_articles": self.total_articles, "interval_s": round(elapsed, 1),
+            "retrying_s": round(time.monotonic() - self.retrying_since, 1) if self.retrying_since else 0.0,
         }
         for name in ("articles", "duplicates", "new_stories", "updates", "dead_letters", "redelivered",
                      "non_english", "retries", "closed", "batches"):

@@ -160,6 +160,7 @@ class StreamWorker:
                 break
             except DependencyUnavailable as exc:
                 self.stats.retries += 1
+                self.stats.retrying_since = self.stats.retrying_since or time.monotonic()
                 log.warning("batch_retry", reason=str(exc), records=len(records), backoff_s=round(delay, 2))
             except CommitFailedError as exc:
                 log.warning("commit_failed_rebalanced", reason=str(exc), records=len(records))
@@ -183,6 +184,7 @@ class StreamWorker:
                 records = [r for r in records if TopicPartition(r.topic, r.partition) in owned]
                 returned |= rebalances.revoked & owned
                 rebalances.revoked.clear()
+        self.stats.retrying_since = None  # committed, or left to the partitions' new owner or to a restart
 
     def _wait_paused(self, consumer: KafkaConsumer, rebalances: _Rebalances, seconds: float,
                      until_stop: bool) -> list[ConsumerRecord]:

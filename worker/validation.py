@@ -15,6 +15,8 @@ def parse_article(value: bytes | None, *, max_bytes: int, max_text_chars: int) -
     """Decode, parse and validate one message; raise InvalidMessage with a machine class and a readable reason."""
     if value is None:
         raise InvalidMessage("invalid", "empty message (tombstone)")
+    if not value.strip():
+        raise InvalidMessage("invalid", "empty message (nothing but whitespace)")
     if len(value) > max_bytes:
         raise InvalidMessage("oversize", f"message is {len(value)} bytes, the limit is {max_bytes}")
     try:

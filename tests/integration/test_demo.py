@@ -16,6 +16,7 @@ import pytest
 import worker.demo
 from worker.adapters.local_services import port_open
 from worker.demo import run_demo
+from worker.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -37,7 +38,24 @@ def test_the_demo_streams_the_samples_through_real_workers_and_prints_their_stor
 def test_without_samples_the_demo_asks_for_input_before_starting_anything(monkeypatch, tmp_path: Path):
     monkeypatch.setattr(worker.demo, "SAMPLES", tmp_path / "absent.jsonl")  # an installed wheel has none
     with pytest.raises(click.UsageError, match="--input"):
-        run_demo(None, workers=1)
+        run_demo(None, workers=1, settings=Settings())
+
+
+def test_the_demo_takes_articles_without_ids_and_counts_invalid_lines_as_dead_letters(services, tmp_path: Path):
+    """`--input FILE` of articles as scrapers send them: no `id` (derived, as the worker derives it), and a line
+    that is no article, which the workers dead-letter beside the demo's own three malformed messages."""
+    src = tmp_path / "mine.jsonl"
+    src.write_text('{"url": "https://a.example/flood", "title": "Flood hits Lentham", "source": "a", '
+                   '"text": "Flood waters rose in the river town of Lentham on Monday."}\n'
+                   'not an article\n'
+                   '{"url": "https://b.example/flood", "title": "Lentham under water", "source": "b", '
+                   '"text": "The river town of Lentham was flooded on Monday, residents said."}\n')
+    env = {**os.environ, "SW_KAFKA_BOOTSTRAP_SERVERS": services["kafka"], "REDIS_URL": services["redis"]}
+    done = subprocess.run([sys.executable, "-m", "worker.cli", "demo", "--input", str(src), "--workers", "1"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert re.search(r"2/2 articles decided, 4 dead letters, workers exited \[0\]", done.stdout), done.stdout
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
 
 
 def _marked(marker: str) -> list[int]:
@@ -73,7 +91,8 @@ def test_a_demo_stopped_by_sigterm_leaves_no_process_behind(services):
             time.sleep(0.2)                                             # rewrites its environment: by port)
         assert len(_marked(marker)) >= 3
         demo.send_signal(signal.SIGTERM)
-        assert demo.wait(90) == 128 + signal.SIGTERM
+        code = demo.wait(90)
+        assert code == 128 + signal.SIGTERM, demo.stdout.read()[-3000:]
         deadline = time.monotonic() + 30
         while (_marked(marker) or any(port_open(p) for p in ports)) and time.monotonic() < deadline:
             time.sleep(0.2)

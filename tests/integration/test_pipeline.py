@@ -182,6 +182,26 @@ def test_a_batch_run_writes_an_error_line_for_an_invalid_line_whose_id_cannot_be
     assert lines[1]["error"].startswith("invalid:") and lines[0]["story_id"] and lines[2]["story_id"]
 
 
+def test_a_batch_run_reads_past_a_byte_order_mark_and_blank_lines_and_writes_a_file_others_may_read(
+        redis_client, tmp_path):
+    """An editor's UTF-8 BOM does not cost the first article; a blank line gets an error line of its own; the
+    output gets the permissions the umask gives a new file (not the 0600 of the file written aside)."""
+    import os
+    import stat
+
+    src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    src.write_bytes(b"\xef\xbb\xbf" + json.dumps(article(1)).encode() + b"\n   \n" + json.dumps(article(2)).encode())
+    old = os.umask(0o022)
+    try:
+        run_batch(Settings(), redis_client, src, out, chunk=8, extractor=FakeExtractor())
+    finally:
+        os.umask(old)
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [line.get("id") for line in lines] == ["a1", None, "a2"] and lines[0]["story_id"]
+    assert lines[1]["error"] == "invalid: empty message (nothing but whitespace)"
+    assert stat.S_IMODE(out.stat().st_mode) == 0o644
+
+
 def test_non_english_articles_skip_ner_but_are_clustered(pipeline):
     results = pipeline.process(incoming([article(1, language="fr")]))
     assert results[0].decision.entities == [] and results[0].ner_skipped_language == "fr"

