@@ -25,8 +25,7 @@ from kafka.admin import KafkaAdminClient
 from kafka.errors import KafkaError
 
 from .adapters.kafka_io import ensure_topics, wait_for_broker
-from .adapters.local_services import (LocalService, die_with_parent, port_open, redis_answers, start_redis,
-                                      start_tansu)
+from .adapters.local_services import LocalService, port_open, redis_answers, spawn, start_redis, start_tansu
 from .settings import Settings
 
 # Group timing for a local single broker (tansu delays each join by session_timeout/2).
@@ -129,9 +128,8 @@ class DevStack:
         child_env = {**os.environ, **self.env, "SW_HEARTBEAT_FILE": str(self.workdir / f"{name}.alive"),
                      **(env or {})}
         with open(log_path, "ab") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "run"], env=child_env,
-                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                    preexec_fn=die_with_parent)
+            proc = spawn([sys.executable, "-m", "worker.cli", "run"], env=child_env, stdout=log,
+                         stderr=subprocess.STDOUT)
         worker = WorkerProcess(name, proc, log_path)
         self.workers.append(worker)
         return worker

@@ -79,10 +79,27 @@ def die_with_parent(sig: int = signal.SIGTERM) -> None:
         _PRCTL(1, sig)  # PR_SET_PDEATHSIG
 
 
-def killed_with_parent() -> None:
-    """`die_with_parent` for the memory-only services (redis-server, tansu): SIGKILL, as they have nothing to
-    flush, and a SIGTERM would wait for ever on one a fault test left stopped (SIGSTOP) when its parent died."""
-    die_with_parent(signal.SIGKILL)
+_HELD_WHILE_FORKING = {signal.SIGTERM, signal.SIGINT}
+
+
+def spawn(args: list[str], death_signal: int = signal.SIGTERM, **popen) -> subprocess.Popen:
+    """Start a process in a session of its own that gets `death_signal` when we die (`die_with_parent`).
+
+    SIGTERM and SIGINT are held while it forks: the commands stop by raising from their handlers, and a handler
+    that raised inside the fork hooks would be ignored there and leave the logging lock held, so that the next
+    log line of any thread (kafka-python's) blocked for ever. The child gets the signal mask we had. The
+    memory-only services (redis-server, tansu) take SIGKILL: they have nothing to flush, and a SIGTERM would wait
+    for ever on one a fault test left stopped (SIGSTOP) when its parent died."""
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD_WHILE_FORKING)
+
+    def in_child() -> None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        die_with_parent(death_signal)
+
+    try:
+        return subprocess.Popen(args, start_new_session=True, preexec_fn=in_child, **popen)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 def free_port(low: int | None = None, high: int | None = None) -> int:
@@ -173,9 +190,8 @@ def _start_tansu(port: int, log_dir: Path | None) -> LocalService:
     url = f"tcp://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if k != "RUST_LOG"}
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([str(tansu_binary()), "broker", "--listener-url", url,
-                                 "--advertised-listener-url", url], stdout=log, stderr=subprocess.STDOUT,
-                                env=env, cwd=workdir, start_new_session=True, preexec_fn=killed_with_parent)
+        proc = spawn([str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url],
+                     signal.SIGKILL, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=workdir)
     return _wait_ready(LocalService("tansu", proc, port, log_path, workdir), timeout=30)
 
 
@@ -190,11 +206,9 @@ def _start_redis(port: int) -> LocalService:
         raise DependencyUnavailable("REDIS_URL does not answer and redis-server is not installed to start one")
     workdir = Path(tempfile.mkdtemp(prefix="redis-"))
     log_path = workdir / "redis.log"
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", str(workdir), "--logfile", str(log_path),
-                             "--enable-debug-command", "local"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-                            preexec_fn=killed_with_parent)
+    proc = spawn([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                  "--dir", str(workdir), "--logfile", str(log_path), "--enable-debug-command", "local"],
+                 signal.SIGKILL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return _wait_ready(LocalService("redis", proc, port, log_path, workdir), timeout=15)
 
 
@@ -219,11 +233,11 @@ def _start_cluster_node(port: int) -> LocalService:
     """One cluster-enabled redis-server (its cluster bus listens on port + 10000)."""
     workdir = Path(tempfile.mkdtemp(prefix="redis-cluster-"))
     log_path = workdir / "redis.log"
-    proc = subprocess.Popen(
+    proc = spawn(
         [shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind", "127.0.0.1",
          "--save", "", "--appendonly", "no", "--dir", str(workdir), "--logfile", str(log_path),
          "--cluster-enabled", "yes", "--cluster-config-file", str(workdir / "nodes.conf")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, preexec_fn=killed_with_parent)
+        signal.SIGKILL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return _wait_ready(LocalService("redis-cluster", proc, port, log_path, workdir), timeout=15)
 
 
