@@ -17,6 +17,7 @@ import dataclasses
 import json
 import pickle
 import sys
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -79,11 +80,11 @@ class DiskMemo:
 
 def measuring_setup(cache: str) -> tuple[Settings, object, DiskMemo, DiskMemo] | None:
     """Settings, a Redis client (REDIS_URL) and the disk-memoised NER and lead embedder in `cache`, with
-    ../shared/tools importable (its `score`); None, said on stdout, when the labelled data is absent."""
+    ../shared/tools importable (its `score`); None, said on stderr, when the labelled data is absent."""
     from worker.cli import _redis
 
     if not (SHARED / "data").is_dir():
-        print(f"labelled data not found at {SHARED / 'data'}: nothing to measure")
+        print(f"labelled data not found at {SHARED / 'data'}: nothing to measure", file=sys.stderr)
         return None
     sys.path.insert(0, str(SHARED / "tools"))
     settings = Settings()
@@ -99,12 +100,21 @@ def main() -> int:
     a = ap.parse_args()
     setup = measuring_setup(a.cache)
     if setup is None:
-        return 0
+        return 2
     settings, client, entities, embeddings = setup
-    from score import read_jsonl, score_stories
-
     extractor, embedder = SimpleNamespace(extract=entities), SimpleNamespace(embed=embeddings)
     work = Path(tempfile.mkdtemp(prefix="ablate-"))
+    try:
+        print(json.dumps(_measure(a, work, settings, client, entities, embeddings, extractor, embedder)))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def _measure(a, work: Path, settings, client, entities, embeddings, extractor, embedder) -> dict:
+    """Each variant over each set, a line per run; the scores by set and variant."""
+    from score import read_jsonl, score_stories
+
     print(f"{'set':26} {'variant':14} {'bc_P':>6} {'bc_R':>6} {'bc_F1':>6} {'pw_P':>6} {'pw_R':>6} {'pw_F1':>6} "
           f"{'pred/gold':>10} {'s':>6}")
     summary = {}
@@ -132,8 +142,7 @@ def main() -> int:
                       f"{res['pairwise_f1']:6.3f} {res['pred_stories']:>4}/{res['gold_stories']:<5} {secs:6.1f}")
             sys.stdout.flush()
             summary.setdefault(set_name, {})[variant] = res
-    print(json.dumps(summary))
-    return 0
+    return summary
 
 
 if __name__ == "__main__":

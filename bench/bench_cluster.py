@@ -21,12 +21,19 @@ figures include matching the candidate stories' names against it. Each synthetic
 embedding (a unit vector near its event's own direction), so the figures are the clustering stage alone;
 `--model` also times the ONNX lead embedder on the synthetic leads (that cost sits in front of the stage, once
 per new article).
+
+Story state in Redis, bytes per article: `MEMORY USAGE` summed over the large store's keys after the history
+(stories, their index, document frequencies and the per-article records), every story kept (a live store
+lets a story's keys expire a TTL after its last report). The stores' keys expire within an hour should the
+run be killed before its cleanup.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import random
+import signal
+import sys
 import time
 import uuid
 
@@ -107,6 +114,17 @@ def probe(stores: list[StoryStore], items: list[ClusterInput], batch: int) -> tu
     return spent, joined
 
 
+def state_bytes(client: redis.Redis, namespace: str) -> int:
+    """Bytes Redis holds for a namespace: MEMORY USAGE of each of its keys (values, key names, overhead)."""
+    total, keys = 0, list(client.scan_iter(match=f"sw:{{{namespace}}}:*", count=1000))
+    for i in range(0, len(keys), 1000):
+        pipe = client.pipeline(transaction=False)
+        for key in keys[i:i + 1000]:
+            pipe.memory_usage(key, samples=0)
+        total += sum(size or 0 for size in pipe.execute())
+    return total
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--articles", type=int, default=12000, help="history of the large store")
@@ -115,14 +133,17 @@ def main() -> None:
     parser.add_argument("--model", action="store_true", help="also time the ONNX lead embedder")
     parser.add_argument("--long-story", type=int, default=1000, help="reports of the large long-running story")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # through the cleanup below
     client = redis.Redis.from_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
     window = 7 * DAY
     items = synthetic_articles(args.articles + args.probe)
     history, fresh = items[:args.articles], items[args.articles:]
     # the small store has seen only the stories that can still be active when the probe starts
     recent = [i for i in history if i.event_time >= fresh[0].event_time - window - 2 * DAY]
-    large = StoryStore(client, "bench-" + uuid.uuid4().hex, None, window_seconds=window)
-    small = StoryStore(client, "bench-" + uuid.uuid4().hex, None, window_seconds=window)
+    large = StoryStore(client, "bench-" + uuid.uuid4().hex, 3600, window_seconds=window,
+                       frequencies_ttl_seconds=3600)
+    small = StoryStore(client, "bench-" + uuid.uuid4().hex, 3600, window_seconds=window,
+                       frequencies_ttl_seconds=3600)
 
     def stories(store: StoryStore) -> int:
         return sum(1 for _ in client.scan_iter(match=f"sw:{{{store.namespace}}}:story:*", count=1000))
@@ -132,9 +153,11 @@ def main() -> None:
     start, end = history[0].event_time, history[-1].event_time
     long_story = one_long_story(args.long_story + 200, start, (end - start) / args.long_story)
     sizes = (20, args.long_story // 4, args.long_story)
-    runs = [StoryStore(client, "bench-" + uuid.uuid4().hex, None, window_seconds=window) for _ in sizes]
+    runs = [StoryStore(client, "bench-" + uuid.uuid4().hex, 3600, window_seconds=window,
+                       frequencies_ttl_seconds=3600) for _ in sizes]
     try:
         fill = timed(large, history, args.batch)
+        state = state_bytes(client, large.namespace)
         timed(small, recent, args.batch)
         seen = (stories(small), stories(large))
         active = [client.zcount(s._key("active"), fresh[0].event_time - window, "+inf") for s in (small, large)]
@@ -148,6 +171,8 @@ def main() -> None:
         for store in (large, small, *runs):
             store.drop()
     print(f"clustering stage: {len(history) / fill:.0f} articles/s ({len(history)} articles, batch {args.batch})")
+    print(f"story state: {state / len(history):,.0f} bytes/article in Redis ({state / 1e6:.1f} MB for "
+          f"{len(history)} articles in {seen[1]} stories, all kept)")
     print(f"probe of {len(fresh)} fresh articles, alternated batch by batch: "
           f"{1000 * cost_small / len(fresh):.2f} ms/article with {seen[0]} stories ever seen ({active[0]} active), "
           f"{1000 * cost_large / len(fresh):.2f} ms/article with {seen[1]} ({active[1]} active), "

@@ -121,7 +121,13 @@ class Articles:
 
 
 def used_memory(client: redis.Redis) -> int:
-    return int(client.info("memory")["used_memory"])
+    """Bytes the server holds, once what an UNLINK left to free in the background is freed."""
+    for _ in range(200):
+        info = client.info("memory")
+        if not int(info.get("lazyfree_pending_objects", 0)):
+            break
+        time.sleep(0.05)
+    return int(info["used_memory"])
 
 
 def script_usec(client: redis.Redis) -> int:
@@ -176,28 +182,33 @@ def probe_sets(rounds: int, size: int, start: int, seed: int) -> list[list[Dedup
     return [gen.make(size, start + r * size) for r in range(rounds)]
 
 
-def run_datasketch(client, articles, url) -> tuple[float, float]:
+def run_datasketch(client, articles, url) -> tuple[float, float, float]:
+    """datasketch MinHashLSH over the articles with Redis storage (articles/s, bytes/article), and in memory
+    (articles/s): its Redis storage makes a round trip per band for each query and insert, so the two rates
+    tell its computation from its round trips."""
     from datasketch import MinHash, MinHashLSH
 
     from worker.core.normalize import normalize_text, words
 
+    def run(lsh) -> float:
+        t0 = time.perf_counter()
+        for art in articles:
+            tokens = words(normalize_text(art.text))
+            mh = MinHash(num_perm=128)
+            mh.update_batch([" ".join(tokens[i:i + 3]).encode() for i in range(max(1, len(tokens) - 2))])
+            if not lsh.query(mh):
+                lsh.insert(art.article_id, mh)
+        return len(articles) / (time.perf_counter() - t0)
+
     parts = urlsplit(url)
     basename = ("bench-ds-" + uuid.uuid4().hex).encode()
-    lsh = MinHashLSH(threshold=0.5, num_perm=128, storage_config={
-        "type": "redis", "basename": basename, "redis": {"host": parts.hostname, "port": parts.port or 6379}})
     before = used_memory(client)
-    t0 = time.perf_counter()
-    for art in articles:
-        tokens = words(normalize_text(art.text))
-        mh = MinHash(num_perm=128)
-        mh.update_batch([" ".join(tokens[i:i + 3]).encode() for i in range(max(1, len(tokens) - 2))])
-        if not lsh.query(mh):
-            lsh.insert(art.article_id, mh)
-    elapsed = time.perf_counter() - t0
+    rate = run(MinHashLSH(threshold=0.5, num_perm=128, storage_config={
+        "type": "redis", "basename": basename, "redis": {"host": parts.hostname, "port": parts.port or 6379}}))
     bytes_per_article = (used_memory(client) - before) / len(articles)
     for key in client.scan_iter(match=basename + b"*", count=1000):
         client.unlink(key)
-    return len(articles) / elapsed, bytes_per_article
+    return rate, bytes_per_article, run(MinHashLSH(threshold=0.5, num_perm=128))
 
 
 def start_redis() -> tuple[subprocess.Popen, str, str]:
@@ -280,8 +291,10 @@ def main() -> None:
             costs_large.append(cost_large)
         (cs, cs_cpu, cs_srv), (cl, cl_cpu, cl_srv) = ([statistics.median(c[k] for c in costs) for k in range(3)]
                                                       for costs in (costs_small, costs_large))
+        grown = a.rounds * a.probe  # the probes are indexed too
         print(f"dedup probe cost (median of {a.rounds} rounds of {a.probe}): {cs * 1e6:,.0f} us/article at "
-              f"{small_n:,} indexed, {cl * 1e6:,.0f} us/article at {big:,} indexed, ratio {cl / cs:.2f}x "
+              f"{small_n:,}-{small_n + grown:,} indexed, {cl * 1e6:,.0f} us/article at {big:,}-{big + grown:,} "
+              f"indexed, ratio {cl / cs:.2f}x "
               f"(client CPU {cs_cpu * 1e6:,.0f} -> {cl_cpu * 1e6:,.0f} us, Redis scripts {cs_srv * 1e6:,.0f} -> "
               f"{cl_srv * 1e6:,.0f} us)")
         small.index.drop()
@@ -293,11 +306,13 @@ def main() -> None:
         rh = head.feed(ds_n)
         dedup_bytes = (used_memory(client) - before) / ds_n
         head.index.drop()
-        ds_rate, ds_bytes = run_datasketch(client, articles, url)
+        ds_rate, ds_bytes, ds_memory_rate = run_datasketch(client, articles, url)
         print(f"same {ds_n:,} articles: dedup {rh['rate']:,.0f} articles/s, {dedup_bytes:,.0f} bytes/article; "
               f"datasketch MinHashLSH (redis storage, 128 perm, threshold 0.5) {ds_rate:,.0f} articles/s, "
-              f"{ds_bytes:,.0f} bytes/article")
-        print(f"ratios: speed dedup/datasketch {rh['rate'] / ds_rate:.1f}x, "
+              f"{ds_bytes:,.0f} bytes/article; in memory (no storage, nothing shared) {ds_memory_rate:,.0f} "
+              f"articles/s")
+        print(f"ratios: speed dedup/datasketch {rh['rate'] / ds_rate:.1f}x with Redis storage (a round trip per "
+              f"band), {rh['rate'] / ds_memory_rate:.1f}x against it in memory; "
               f"memory dedup/datasketch {dedup_bytes / ds_bytes:.2f}")
     finally:
         for ix in (small, large):

@@ -23,10 +23,18 @@ def main() -> int:
     ap.add_argument("decisions", help="batch-mode output for near_duplicates/articles.jsonl")
     ap.add_argument("--gold", default=str(SHARED / "data" / "near_duplicates" / "pairs.jsonl"))
     a = ap.parse_args()
+    if not (SHARED / "tools" / "score.py").is_file():
+        print(f"the scorer is not at {SHARED / 'tools'} (clone with ../shared beside the repo)", file=sys.stderr)
+        return 2
     sys.path.insert(0, str(SHARED / "tools"))
     from score import read_jsonl, score_pairs
 
     gold, pred = read_jsonl(a.gold), read_jsonl(a.decisions)
+    decided = {r["id"] for r in pred}
+    missing = {i for row in gold for i in (row["a"], row["b"])} - decided
+    if missing:
+        print(f"{len(missing)} articles of the pairs have no decision line: score a whole run", file=sys.stderr)
+        return 1
     by_kind: dict[str, list[dict]] = defaultdict(list)
     for row in gold:
         by_kind[row.get("kind", "?")].append(row)

@@ -67,20 +67,20 @@ def main() -> int:
     a = ap.parse_args()
     setup = measuring_setup(a.cache)
     if setup is None:
-        return 0
+        return 2
     settings, client, entities, embeddings = setup
     from score import read_jsonl
 
-    work = Path(tempfile.mkdtemp(prefix="join-errors-"))
     rows_of = {}
-    for set_name in a.sets:
-        src = SHARED / "data" / SETS[set_name]
-        out = work / f"{set_name}.jsonl"
-        run_batch(settings, client, src, out, extractor=SimpleNamespace(extract=entities),
-                  embedder=SimpleNamespace(embed=embeddings))
-        entities.save()
-        embeddings.save()
-        rows_of[set_name] = classify(read_jsonl(str(src)), read_jsonl(str(out)))
+    with tempfile.TemporaryDirectory(prefix="join-errors-") as tmp:
+        for set_name in a.sets:
+            src = SHARED / "data" / SETS[set_name]
+            out = Path(tmp) / f"{set_name}.jsonl"
+            run_batch(settings, client, src, out, extractor=SimpleNamespace(extract=entities),
+                      embedder=SimpleNamespace(embed=embeddings))
+            entities.save()
+            embeddings.save()
+            rows_of[set_name] = classify(read_jsonl(str(src)), read_jsonl(str(out)))
 
     print("decisions by kind, and joins by the size of the story joined (articles before the join)")
     for set_name, rows in rows_of.items():
