@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import os
+import queue
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -79,11 +81,13 @@ def test_a_demo_stopped_by_sigterm_leaves_no_process_behind(services):
     env.update(dict([marker.split("=")]), REDIS_URL="redis://127.0.0.1:1/0")  # no Redis there: it starts its own
     demo = subprocess.Popen([sys.executable, "-m", "worker.cli", "demo"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
+    output: queue.Queue = queue.Queue()  # read aside: a demo that stalls must fail the test, not hang it
+    threading.Thread(target=lambda: [output.put(text) for text in demo.stdout] + [output.put("")], daemon=True).start()
     try:
-        line = ""
+        line = "-"
         while "worker process(es)" not in line:  # broker, Redis and workers started
-            line = demo.stdout.readline()
-            assert line or demo.poll() is None, "the demo ended before starting its workers"
+            line = output.get(timeout=120)
+            assert line, "the demo ended before starting its workers"
         ports = [int(p) for p in re.findall(r"127\.0\.0\.1:(\d+)", line)]  # its broker and its Redis
         assert len(ports) == 2 and all(port_open(p) for p in ports), line
         deadline = time.monotonic() + 60
@@ -94,7 +98,7 @@ def test_a_demo_stopped_by_sigterm_leaves_no_process_behind(services):
         assert len(marked) >= 4, marked
         demo.send_signal(signal.SIGTERM)
         code = demo.wait(90)
-        out = demo.stdout.read()
+        out = "".join(iter(lambda: output.get(timeout=10), ""))
         assert code == 128 + signal.SIGTERM, out[:3000] + "\n...\n" + out[-3000:]
         deadline = time.monotonic() + 30
         while (_marked(marker) or any(port_open(p) for p in ports)) and time.monotonic() < deadline:
