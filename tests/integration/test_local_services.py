@@ -124,10 +124,11 @@ while True:
 
 
 @LINUX_ONLY
-def test_a_command_stopped_while_it_starts_processes_stops_and_its_children_do_not_inherit_a_held_signal():
+def test_a_command_stopped_while_it_starts_processes_stops():
     """A SIGTERM handler that raises inside the fork hooks was ignored there and left the logging lock held: the
     demo then went on and hung on kafka-python's next log line (seen as a SIGTERM test that ended 1 after 30 s).
-    `spawn` holds the signal while forking; each try stops the command at a random moment of its loop."""
+    `spawn` handles a signal that comes while it forks once the child is started; each try stops the command at a
+    random moment of its loop. A thread logs meanwhile (the signal may be delivered to it)."""
     import random
 
     for _ in range(15):
@@ -142,11 +143,3 @@ def test_a_command_stopped_while_it_starts_processes_stops_and_its_children_do_n
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-    child = local_services.spawn([sys.executable, "-c", "import time; time.sleep(30)"])
-    try:
-        blocked = int(next(line for line in Path(f"/proc/{child.pid}/status").read_text().splitlines()
-                           if line.startswith("SigBlk:")).split()[1], 16)
-        assert not blocked & (1 << (signal.SIGTERM - 1) | 1 << (signal.SIGINT - 1))
-    finally:
-        child.kill()
-        child.wait()

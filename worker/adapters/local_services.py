@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,27 +80,28 @@ def die_with_parent(sig: int = signal.SIGTERM) -> None:
         _PRCTL(1, sig)  # PR_SET_PDEATHSIG
 
 
-_HELD_WHILE_FORKING = {signal.SIGTERM, signal.SIGINT}
-
-
 def spawn(args: list[str], death_signal: int = signal.SIGTERM, **popen) -> subprocess.Popen:
     """Start a process in a session of its own that gets `death_signal` when we die (`die_with_parent`).
 
-    SIGTERM and SIGINT are held while it forks: the commands stop by raising from their handlers, and a handler
-    that raised inside the fork hooks would be ignored there and leave the logging lock held, so that the next
-    log line of any thread (kafka-python's) blocked for ever. The child gets the signal mask we had. The
-    memory-only services (redis-server, tansu) take SIGKILL: they have nothing to flush, and a SIGTERM would wait
-    for ever on one a fault test left stopped (SIGSTOP) when its parent died."""
-    mask = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD_WHILE_FORKING)
-
-    def in_child() -> None:
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-        die_with_parent(death_signal)
-
+    A SIGTERM or SIGINT that comes while it forks is handled once the process is started: the commands stop by
+    raising from their handlers, and a handler that raised inside the fork hooks (Python code that Popen runs
+    around a `preexec_fn`) was ignored there and left the logging lock held, so that the next log line of any
+    thread (kafka-python's) blocked for ever. The memory-only services (redis-server, tansu) take SIGKILL: they
+    have nothing to flush, and a SIGTERM would wait for ever on one a fault test left stopped (SIGSTOP) when its
+    parent died."""
+    came: list[int] = []
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():  # where Python runs signal handlers
+        handlers = {sig: signal.signal(sig, lambda sig, _: came.append(sig)) for sig in (signal.SIGTERM,
+                                                                                         signal.SIGINT)}
     try:
-        return subprocess.Popen(args, start_new_session=True, preexec_fn=in_child, **popen)
+        return subprocess.Popen(args, start_new_session=True, preexec_fn=lambda: die_with_parent(death_signal),
+                                **popen)
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+        if came:
+            signal.raise_signal(came[0])  # to the handler we had, now that nothing ignores what it raises
 
 
 def free_port(low: int | None = None, high: int | None = None) -> int:
