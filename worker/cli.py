@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -243,8 +244,22 @@ def demo(input_path: Path | None, workers: int) -> None:
 
 
 def _stop_on_sigterm() -> None:
-    """SIGTERM ends the command as Ctrl-C does, through its cleanup (Python's default would skip it)."""
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    """SIGTERM ends the command as Ctrl-C does, through its cleanup (Python's default would skip it).
+
+    The handler raises SystemExit wherever the main thread is. Where an exception cannot propagate (a finalizer
+    such as `Popen.__del__`), Python ignores it and the stop would be lost: such a stop is sent again a moment
+    later, when the thread is elsewhere. (While a process forks, `local_services.spawn` defers the signal: an
+    exception ignored in the fork hooks would also leave the logging lock held.)"""
+    code = 128 + signal.SIGTERM
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(code))
+    ignore = sys.unraisablehook
+
+    def again(unraisable) -> None:
+        if isinstance(unraisable.exc_value, SystemExit) and unraisable.exc_value.code == code:
+            threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGTERM)).start()
+        ignore(unraisable)
+
+    sys.unraisablehook = again
 
 
 if __name__ == "__main__":

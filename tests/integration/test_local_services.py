@@ -110,7 +110,8 @@ def _alive(pid: int) -> bool:
 _STOPS_WHILE_SPAWNING = """
 import logging, signal, sys, threading, time
 from worker.adapters import local_services
-signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # how the commands stop
+from worker.cli import _stop_on_sigterm
+_stop_on_sigterm()  # how the commands stop
 logging.basicConfig(stream=open("/dev/null", "w"))
 def chatter():  # a library logging from its own thread, as kafka-python does
     while True:
@@ -126,9 +127,10 @@ while True:
 @LINUX_ONLY
 def test_a_command_stopped_while_it_starts_processes_stops():
     """A SIGTERM handler that raises inside the fork hooks was ignored there and left the logging lock held: the
-    demo then went on and hung on kafka-python's next log line (seen as a SIGTERM test that ended 1 after 30 s).
-    `spawn` handles a signal that comes while it forks once the child is started; each try stops the command at a
-    random moment of its loop. A thread logs meanwhile (the signal may be delivered to it)."""
+    demo then went on and hung on kafka-python's next log line (seen as a SIGTERM test that ended 1 after 30 s);
+    raised in a finalizer (`Popen.__del__`), it was ignored and the stop lost. `spawn` handles a signal that comes
+    while it forks once the child is started, and a stop ignored elsewhere is sent again. Each try stops the
+    command at a random moment of its loop; a thread logs meanwhile (the signal may be delivered to it)."""
     import random
 
     for _ in range(15):
