@@ -49,7 +49,6 @@ def run_batch(settings: Settings, client: redis.Redis, input_path: Path, output_
         fd, name = tempfile.mkstemp(prefix=output_path.name + ".", suffix=".partial", dir=output_path.resolve().parent)
         os.close(fd)
         partial = Path(name)
-        os.chmod(partial, _mode_for(output_path))  # mkstemp's 0600 would survive the rename
     try:
         with open(partial, "w", encoding="utf-8") as out:
             for batch in _chunks(input_path, chunk):
@@ -59,6 +58,7 @@ def run_batch(settings: Settings, client: redis.Redis, input_path: Path, output_
                     counts["errors"] += result.decision.error is not None
                     counts["duplicates"] += result.decision.duplicate_of is not None
         if not in_place:
+            os.chmod(partial, _mode_for(output_path))  # mkstemp's 0600 would survive the rename
             partial.replace(output_path)
     finally:
         if not in_place:
@@ -74,7 +74,8 @@ def run_batch(settings: Settings, client: redis.Redis, input_path: Path, output_
 
 
 def _mode_for(path: Path) -> int:
-    """The permissions a file written in place would have: the existing file's, else what the umask allows."""
+    """The permissions a file written in place would have: the existing file's, else what the umask allows (read
+    by setting it; batch mode's other threads, the models', create no files)."""
     if path.exists():
         return path.stat().st_mode & 0o777
     umask = os.umask(0)

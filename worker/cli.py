@@ -256,7 +256,10 @@ def _stop_on_sigterm() -> None:
 
     def again(unraisable) -> None:
         if isinstance(unraisable.exc_value, SystemExit) and unraisable.exc_value.code == code:
-            threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGTERM)).start()
+            try:
+                threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGTERM)).start()
+            except RuntimeError:  # the interpreter is shutting down: the stop is under way
+                pass
         ignore(unraisable)
 
     sys.unraisablehook = again

@@ -145,3 +145,51 @@ def test_a_command_stopped_while_it_starts_processes_stops():
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+class _Stop(Exception):
+    pass
+
+
+def _raise_stop(signum, frame):
+    raise _Stop(signum)
+
+
+@pytest.mark.parametrize("during", ["fork", "install"])
+def test_spawn_puts_every_handler_back_and_leaves_no_child_to_no_one(monkeypatch, during):
+    """A stop while `spawn` forks is handled on the way out, by the handler we had, and the child it just started
+    is killed (no one else knows it); a stop while it installs its recorders leaves no recorder behind."""
+    real_signal, real_popen = signal.signal, subprocess.Popen
+    started = []
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    for sig in saved:
+        real_signal(sig, _raise_stop)
+
+    def popen(*args, **kwargs):
+        proc = real_popen(*args, **kwargs)
+        started.append(proc)
+        if during == "fork":
+            os.kill(os.getpid(), signal.SIGTERM)  # comes while the recorders are in place
+        return proc
+
+    def install(sig, handler):
+        old = real_signal(sig, handler)
+        if during == "install" and sig == signal.SIGTERM:
+            os.kill(os.getpid(), signal.SIGINT)  # pending when the next handler is set
+        return old
+
+    monkeypatch.setattr(local_services.subprocess, "Popen", popen)
+    monkeypatch.setattr(local_services.signal, "signal", install)
+    try:
+        with pytest.raises(_Stop):
+            local_services.spawn([sys.executable, "-c", "import time; time.sleep(30)"])
+        assert signal.getsignal(signal.SIGTERM) is _raise_stop and signal.getsignal(signal.SIGINT) is _raise_stop
+        if during == "fork":
+            assert started and started[0].poll() is not None  # killed, not left running
+    finally:
+        for proc in started:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        for sig, handler in saved.items():
+            real_signal(sig, handler)

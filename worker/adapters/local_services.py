@@ -6,6 +6,7 @@ the default level (at RUST_LOG=info it writes gigabytes).
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import random
@@ -89,19 +90,35 @@ def spawn(args: list[str], death_signal: int = signal.SIGTERM, **popen) -> subpr
     thread (kafka-python's) blocked for ever. The memory-only services (redis-server, tansu) take SIGKILL: they
     have nothing to flush, and a SIGTERM would wait for ever on one a fault test left stopped (SIGSTOP) when its
     parent died."""
-    came: list[int] = []
-    handlers = {}
-    if threading.current_thread() is threading.main_thread():  # where Python runs signal handlers
-        handlers = {sig: signal.signal(sig, lambda sig, _: came.append(sig)) for sig in (signal.SIGTERM,
-                                                                                         signal.SIGINT)}
+    proc = None
     try:
-        return subprocess.Popen(args, start_new_session=True, preexec_fn=lambda: die_with_parent(death_signal),
-                                **popen)
-    finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
-        if came:
-            signal.raise_signal(came[0])  # to the handler we had, now that nothing ignores what it raises
+        with _stops_deferred():
+            proc = subprocess.Popen(args, start_new_session=True,
+                                    preexec_fn=lambda: die_with_parent(death_signal), **popen)
+    except BaseException:  # a stop on the way out: the child would be left to no one
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+        raise
+    return proc
+
+
+@contextlib.contextmanager
+def _stops_deferred():
+    """SIGTERM and SIGINT that come inside are recorded, then raised again to the handlers we had once all of
+    them are back. Each handler is put back whatever happens (setting a handler runs any signal pending, with
+    the handlers of that moment); one installed from C, which Python cannot put back, is left alone."""
+    came: list[int] = []
+    with contextlib.ExitStack() as restore:
+        if threading.current_thread() is threading.main_thread():  # where Python runs signal handlers
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                had = signal.getsignal(sig)
+                if had is not None:
+                    restore.callback(signal.signal, sig, had)
+                    signal.signal(sig, lambda sig, _: came.append(sig))
+        yield
+    if came:
+        signal.raise_signal(came[0])
 
 
 def free_port(low: int | None = None, high: int | None = None) -> int:
