@@ -30,10 +30,13 @@ def test_the_demo_streams_the_samples_through_real_workers_and_prints_their_stor
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert re.search(r"16/16 articles decided, 3 dead letters, workers exited \[0, 0\]", done.stdout), done.stdout
     headlines = [line for line in done.stdout.splitlines() if line.startswith("■ ")]
-    # Eight events in the samples; the two earthquakes (Abruzzo, Peru) stay two stories.
-    assert len(headlines) == 8, headlines
+    # Eight events in the samples; the two earthquakes (Abruzzo, Peru) stay two stories. The French report of the
+    # Rotterdam strike (no NER for it) joins the English reports' story when one of them is stored before it is
+    # decided; two workers on other partitions do not ensure that (seen once in CI), and it then starts its own.
+    french = [h for h in headlines if "les dockers" in h]
+    assert len(french) <= 1 and len(headlines) == 8 + len(french), headlines
     assert sum("quake" in h.lower() for h in headlines) == 2, headlines
-    assert done.stdout.count("(first report)") == 8
+    assert done.stdout.count("(first report)") == len(headlines)
     assert "not_json" in done.stdout and "not_utf8" in done.stdout and "invalid" in done.stdout
 
 
