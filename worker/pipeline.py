@@ -11,6 +11,7 @@ import datetime as dt
 import json
 import math
 import time
+import uuid
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
@@ -110,6 +111,7 @@ class Pipeline:
         self._last_time: float | None = None
         self._pending_since: dict[str, float] = {}  # originals of duplicates not decided yet (another replica)
         self._redis_run_id: str | None = None
+        self._process_id = uuid.uuid4().hex  # tells this process's attempts at a message from a stopped one's
 
     def process(self, batch: list[Incoming]) -> list[Result]:
         """Decide every message of the batch; raise DependencyUnavailable (retriable) and nothing is lost.
@@ -125,15 +127,35 @@ class Pipeline:
             raise
 
     def _decide(self, batch: list[Incoming], last_time: float | None) -> list[Result]:
+        stopped = self._begin(batch)
         try:
-            with _redis_failures():
-                return self._process(batch)
-        except DependencyUnavailable:
+            if stopped:  # a worker stopped with this batch in hand: whatever stopped it is found one by one
+                log.warning("batch_isolated_after_stop", records=len(batch), workers_stopped=stopped)
+                results = self._one_at_a_time(batch)
+            else:
+                with _redis_failures():
+                    results = self._process(batch)
+        except (DependencyUnavailable, WorkerBroken):
             raise
         except Exception:  # noqa: BLE001 - anything else is a property of some message: find it
             log.exception("batch_failed_isolating", records=len(batch))
             self._last_time = last_time
-            return self._one_at_a_time(batch)
+            results = self._one_at_a_time(batch)
+        self._finish(batch)
+        return results
+
+    def _begin(self, batch: list[Incoming], alone: bool = False) -> int:
+        """Live: record that this process began the messages; the most worker processes that began one of them
+        so before and stopped (killed, out of memory, `WorkerBroken`) without finishing it."""
+        if not self.live:
+            return 0
+        with _redis_failures():
+            return max(self.decisions.begin([m.source for m in batch], self._process_id, alone), default=0)
+
+    def _finish(self, batch: list[Incoming], alone: bool = False) -> None:
+        if self.live:
+            with _redis_failures():
+                self.decisions.finish([m.source for m in batch], alone)
 
     def _one_at_a_time(self, batch: list[Incoming]) -> list[Result]:
         """Each message alone, in batch order; one whose original is not decided yet is tried again after the
@@ -161,21 +183,34 @@ class Pipeline:
                 if r.dead_letter and _where(r.dead_letter.source) in published else r for r in results]
 
     def _process_alone(self, msg: Incoming) -> list[Result]:
-        try:
-            with _redis_failures():
-                return self._process([msg])
-        except DependencyUnavailable:
-            raise
-        except Exception as exc:  # noqa: BLE001 - the poison message itself, unless the models broke
-            if not self._models_work():
-                raise WorkerBroken(f"the models fail on a plain article too, after {exc!r}") from exc
-            log.error("poison_message", error=repr(exc), offset=msg.source.offset, partition=msg.source.partition)
-            letter = DeadLetter.build(msg.value or b"", error_class="processing", reason=f"processing failed: {exc!r}",
-                                      source=msg.source, worker_version=__version__,
-                                      max_bytes=self.settings.dead_letter_max_bytes)
-            decision = Decision(id=_guess_id(msg.value), error=f"processing: {exc!r}")
-            self._record_poison(msg, decision)
-            return [Result(decision=decision, dead_letter=letter)]
+        stopped = self._begin([msg], alone=True)
+        if stopped >= self.settings.crash_limit:
+            log.error("message_stopped_workers", workers_stopped=stopped, offset=msg.source.offset,
+                      partition=msg.source.partition)
+            results = self._poison(msg, f"the worker stopped {stopped} times while processing this message alone "
+                                        "(killed, out of memory, or its models broke): not processed again")
+        else:
+            try:
+                with _redis_failures():
+                    results = self._process([msg])
+            except DependencyUnavailable:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the poison message itself, unless the models broke
+                if not self._models_work():
+                    raise WorkerBroken(f"the models fail on a plain article too, after {exc!r}") from exc
+                log.error("poison_message", error=repr(exc), offset=msg.source.offset,
+                          partition=msg.source.partition)
+                results = self._poison(msg, f"processing failed: {exc!r}")
+        self._finish([msg], alone=True)
+        return results
+
+    def _poison(self, msg: Incoming, reason: str) -> list[Result]:
+        """A valid or invalid message dead-lettered because processing it failed (error class `processing`)."""
+        letter = DeadLetter.build(msg.value or b"", error_class="processing", reason=reason, source=msg.source,
+                                  worker_version=__version__, max_bytes=self.settings.dead_letter_max_bytes)
+        decision = Decision(id=_guess_id(msg.value), error=f"processing: {reason}")
+        self._record_poison(msg, decision)
+        return [Result(decision=decision, dead_letter=letter)]
 
     def _models_work(self) -> bool:
         """Whether NER and the embedding still run on a plain article. When they do not, the worker is broken,

@@ -73,6 +73,9 @@ class Settings(BaseSettings):
                                    "may use (its container's CPU limit, its CPU affinity).")
     original_wait_s: float = Field(120.0, ge=0, description="How long a duplicate or an update waits for its "
                                    "original's decision (being made by another replica) before going on without it.")
+    crash_limit: int = Field(2, ge=1, description="A message that stopped this many worker processes while "
+                             "processed alone (killed, out of memory, its models broken) is dead-lettered, not "
+                             "tried again: no crash loop. A batch that stopped one is processed one message at a time.")
     retry_initial_s: float = Field(0.5, gt=0)
     retry_max_s: float = Field(30.0, gt=0)
     shutdown_deadline_s: float = Field(30.0, gt=0)

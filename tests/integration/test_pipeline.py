@@ -95,6 +95,96 @@ def test_models_that_fail_on_every_article_stop_the_worker_instead_of_dead_lette
         p.drop_state()
 
 
+class RuntimeBreaker(FakeExtractor):
+    """A model runtime that one message corrupts ("BREAKS" in its title): every call from then on fails."""
+
+    def __init__(self):
+        super().__init__()
+        self.broken = False
+
+    def extract(self, docs):
+        self.calls.append([title for title, _ in docs])
+        if self.broken or any("BREAKS" in title for title, _ in docs):
+            self.broken = True
+            raise RuntimeError("runtime corrupted")
+        return super().extract(docs)
+
+
+class Killed(BaseException):
+    """Stands for the process dying in the middle of a message (SIGKILL, the out-of-memory killer): no handler
+    of the worker runs."""
+
+
+class Killer(FakeExtractor):
+    def extract(self, docs):
+        if any("KILLS" in title for title, _ in docs):
+            self.calls.append([title for title, _ in docs])
+            raise Killed()
+        return super().extract(docs)
+
+
+def _began_keys(client, namespace):
+    return list(client.scan_iter(match=f"sw:{namespace}:began*"))
+
+
+def test_a_message_that_breaks_the_models_stops_workers_then_is_dead_lettered(redis_client):
+    """The models fail after one message, on the probe too: the worker stops (WorkerBroken) and is restarted with
+    sound models, which the same message breaks again. Without a limit that is a crash loop on one message.
+    The first worker breaks on the whole batch (the models broken, the article after it is blamed); the next two
+    run the batch one message at a time and break on that message alone (SW_CRASH_LIMIT, 2); the third restart
+    dead-letters it without running it, and decides the rest of its batch."""
+    namespace = f"test-{uuid.uuid4().hex[:8]}"
+    batch = incoming([article(1), article(2, title="BREAKS the runtime"), article(3)])
+    try:
+        for _restart in range(3):
+            with pytest.raises(WorkerBroken, match="runtime corrupted"):
+                Pipeline(Settings(), redis_client, namespace, live=True, extractor=RuntimeBreaker()).process(batch)
+        third = RuntimeBreaker()
+        results = Pipeline(Settings(), redis_client, namespace, live=True, extractor=third).process(batch)
+        assert [r.dead_letter is not None for r in results] == [False, True, False]
+        assert results[1].dead_letter.error_class == "processing"
+        assert "stopped 2 times" in results[1].dead_letter.reason
+        assert results[0].decision.story_id and results[2].decision.story_id
+        assert not any("BREAKS" in title for call in third.calls for title in call)
+        assert _began_keys(redis_client, namespace) == []
+    finally:
+        Pipeline(Settings(), redis_client, namespace, live=True, extractor=FakeExtractor()).drop_state()
+
+
+def test_a_message_that_kills_the_worker_is_found_and_dead_lettered_and_a_killed_batch_is_redone(redis_client):
+    """A message that kills the process (no handler runs): the batch is redone one message at a time by the next
+    process, which finds it; two processes killed by it alone and the next dead-letters it. A worker killed
+    once (a deploy) costs its successor one batch run message by message, with the same decisions."""
+    namespace = f"test-{uuid.uuid4().hex[:8]}"
+    other = "The council approved the library budget after a long debate in the town hall on Tuesday evening."
+    batch = incoming([article(1), article(2, title="KILLS the process"), article(3, text=other)])
+    try:
+        whole = Killer()
+        with pytest.raises(Killed):
+            Pipeline(Settings(), redis_client, namespace, live=True, extractor=whole).process(batch)
+        assert len(whole.calls) == 1 and len(whole.calls[0]) == 3  # the whole batch, as usual
+        for _restart in range(2):  # one message at a time: the first is decided, the second kills
+            restarted = Killer()
+            with pytest.raises(Killed):
+                Pipeline(Settings(), redis_client, namespace, live=True, extractor=restarted).process(batch)
+            assert restarted.calls[-1] == ["KILLS the process"]
+        last = Killer()
+        results = Pipeline(Settings(), redis_client, namespace, live=True, extractor=last).process(batch)
+        assert [r.dead_letter is not None for r in results] == [False, True, False]
+        assert "stopped 2 times" in results[1].dead_letter.reason
+        assert [r.decision.story_id is not None for r in results] == [True, False, True]
+        assert last.calls == [["Town3 ferry timetable changes"]]  # the first was decided before
+        assert _began_keys(redis_client, namespace) == []
+        # the next batch is run whole again
+        after = Killer()
+        Pipeline(Settings(), redis_client, namespace, live=True, extractor=after).process(incoming([
+            article(4, text="A storm closed the ferry port overnight and crossings resume on Friday morning."),
+            article(5, text="Farmers protested outside the parliament against the new water charges.")]))
+        assert len(after.calls) == 1 and len(after.calls[0]) == 2
+    finally:
+        Pipeline(Settings(), redis_client, namespace, live=True, extractor=FakeExtractor()).drop_state()
+
+
 def test_a_copy_read_before_its_original_joins_it_when_its_batch_is_run_one_message_at_a_time(redis_client):
     """Live, a batch is decided in event-time order, so an original published first is decided before a copy
     that the partitions delivered ahead of it. Run one message at a time (a poison message), the copy comes

@@ -3,7 +3,10 @@
 Key `sw:<namespace>:dec:<article id>` holds the article's decision and the story events it caused, as JSON,
 plus whether those events were acknowledged by the broker; `sw:<namespace>:dlq:<topic>:<partition>:<offset>:
 <timestamp>` marks an input record whose dead letter was acknowledged (the broker timestamp tells a record
-apart from one at the same offset of a topic deleted and created again). Single-key operations only (Redis Cluster safe).
+apart from one at the same offset of a topic deleted and created again); `sw:<namespace>:began:<same>` (and
+`began1:` when it was processed alone) holds the ids of the worker processes that began an input record and did
+not finish it: one that stopped the worker (killed, out of memory, a model runtime it broke) is found by that.
+Single-key operations only (Redis Cluster safe).
 """
 from __future__ import annotations
 
@@ -22,6 +25,8 @@ class DecisionLog:
         self._r = client
         self._prefix = f"sw:{namespace}:dec:"
         self._letters = f"sw:{namespace}:dlq:"
+        self._began = f"sw:{namespace}:began:"
+        self._began_alone = f"sw:{namespace}:began1:"
         self._ttl = ttl_seconds
 
     def _key(self, article_id: str) -> str:
@@ -66,12 +71,39 @@ class DecisionLog:
         pipe.execute()
 
     def _letter_key(self, source: SourceRecord) -> str:
-        return f"{self._letters}{source.topic}:{source.partition}:{source.offset}:{source.timestamp}"
+        return self._letters + self._where(source)
+
+    @staticmethod
+    def _where(source: SourceRecord) -> str:
+        return f"{source.topic}:{source.partition}:{source.offset}:{source.timestamp}"
+
+    def begin(self, sources: Sequence[SourceRecord], process_id: str, alone: bool = False) -> list[int]:
+        """Record that this process began the given input records (`alone`: one at a time); for each, how many
+        other processes began it so and never finished it (each stopped with it in hand)."""
+        pipe = self._r.pipeline(transaction=False)
+        for source in sources:
+            key = self._began_key(source, alone)
+            pipe.sadd(key, process_id)
+            pipe.scard(key)
+            if self._ttl:
+                pipe.expire(key, self._ttl)
+        step = 3 if self._ttl else 2  # replies per record
+        return [count - 1 for count in pipe.execute()[1::step]]
+
+    def finish(self, sources: Sequence[SourceRecord], alone: bool = False) -> None:
+        """The records were decided (`alone`: the record processed alone): they stopped no one."""
+        pipe = self._r.pipeline(transaction=False)  # one key per command: the keys spread over cluster slots
+        for source in sources:
+            pipe.delete(self._began_key(source, alone))
+        pipe.execute()
+
+    def _began_key(self, source: SourceRecord, alone: bool) -> str:
+        return (self._began_alone if alone else self._began) + self._where(source)
 
     def drop(self) -> None:
         """Delete every record of the namespace (batch mode cleans up after itself)."""
         batch: list[str] = []
-        for prefix in (self._prefix, self._letters):
+        for prefix in (self._prefix, self._letters, self._began, self._began_alone):
             for key in self._r.scan_iter(match=prefix + "*", count=1000):
                 batch.append(key)
                 if len(batch) >= 1000:
