@@ -131,18 +131,15 @@ class Pipeline:
         try:
             if stopped:  # a worker stopped with this batch in hand: whatever stopped it is found one by one
                 log.warning("batch_isolated_after_stop", records=len(batch), workers_stopped=stopped)
-                results = self._one_at_a_time(batch)
-            else:
-                with _redis_failures():
-                    results = self._process(batch)
+                return self._one_at_a_time(batch)
+            with _redis_failures():
+                return self._process(batch)
         except (DependencyUnavailable, WorkerBroken):
             raise
         except Exception:  # noqa: BLE001 - anything else is a property of some message: find it
             log.exception("batch_failed_isolating", records=len(batch))
             self._last_time = last_time
-            results = self._one_at_a_time(batch)
-        self._finish(batch)
-        return results
+            return self._one_at_a_time(batch)
 
     def _begin(self, batch: list[Incoming], alone: bool = False) -> int:
         """Live: record that this process began the messages; the most worker processes that began one of them
@@ -152,10 +149,11 @@ class Pipeline:
         with _redis_failures():
             return max(self.decisions.begin([m.source for m in batch], self._process_id, alone), default=0)
 
-    def _finish(self, batch: list[Incoming], alone: bool = False) -> None:
+    def _finished_alone(self, msg: Incoming) -> None:
+        """Processed alone without stopping the worker: not the message that stops workers."""
         if self.live:
             with _redis_failures():
-                self.decisions.finish([m.source for m in batch], alone)
+                self.decisions.finish([msg.source], batch=False)
 
     def _one_at_a_time(self, batch: list[Incoming]) -> list[Result]:
         """Each message alone, in batch order; one whose original is not decided yet is tried again after the
@@ -187,21 +185,20 @@ class Pipeline:
         if stopped >= self.settings.crash_limit:
             log.error("message_stopped_workers", workers_stopped=stopped, offset=msg.source.offset,
                       partition=msg.source.partition)
-            results = self._poison(msg, f"the worker stopped {stopped} times while processing this message alone "
-                                        "(killed, out of memory, or its models broke): not processed again")
-        else:
-            try:
-                with _redis_failures():
-                    results = self._process([msg])
-            except DependencyUnavailable:
-                raise
-            except Exception as exc:  # noqa: BLE001 - the poison message itself, unless the models broke
-                if not self._models_work():
-                    raise WorkerBroken(f"the models fail on a plain article too, after {exc!r}") from exc
-                log.error("poison_message", error=repr(exc), offset=msg.source.offset,
-                          partition=msg.source.partition)
-                results = self._poison(msg, f"processing failed: {exc!r}")
-        self._finish([msg], alone=True)
+            # its count stays until the batch is published: a batch retried meanwhile does not run it again
+            return self._poison(msg, f"the worker stopped {stopped} times while processing this message alone "
+                                     "(killed, out of memory, or its models broke): not processed again")
+        try:
+            with _redis_failures():
+                results = self._process([msg])
+        except DependencyUnavailable:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the poison message itself, unless the models broke
+            if not self._models_work():
+                raise WorkerBroken(f"the models fail on a plain article too, after {exc!r}") from exc
+            log.error("poison_message", error=repr(exc), offset=msg.source.offset, partition=msg.source.partition)
+            results = self._poison(msg, f"processing failed: {exc!r}")
+        self._finished_alone(msg)
         return results
 
     def _poison(self, msg: Incoming, reason: str) -> list[Result]:
@@ -236,9 +233,12 @@ class Pipeline:
             self.decisions.save({article_id(article): {**self._record(Result(decision=decision)),
                                                         "dead_lettered": True}})
 
-    def confirm_published(self, results: list[Result]) -> None:
-        """Record that the batch's events and dead letters are acknowledged, so a redelivery emits nothing new."""
+    def confirm_published(self, results: list[Result], sources: list[SourceRecord] = ()) -> None:
+        """Record that the batch's events and dead letters are acknowledged, so a redelivery emits nothing new,
+        and that its input records (`sources`, live) stopped no worker."""
         with _redis_failures():
+            if self.live:
+                self.decisions.finish(sources)
             self.decisions.mark_published({r.decision.id: self._record(r) for r in results
                                            if r.decision.id and not r.dead_letter and r.events})
             self.decisions.mark_letters_published(_stream_letters(results))

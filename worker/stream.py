@@ -142,13 +142,14 @@ class StreamWorker:
         while records:
             started = time.monotonic()
             try:
-                results = self.pipeline.process([_incoming(r) for r in records])
+                batch = [_incoming(r) for r in records]
+                results = self.pipeline.process(batch)
                 where = [_at(r) for r in records]
                 for at, result in zip(where, results):
                     if not result.redelivered:
                         decided_before.setdefault(at, result)
                 self.publisher.publish(self._outgoing(results))
-                self.pipeline.confirm_published(results)
+                self.pipeline.confirm_published(results, [m.source for m in batch])
                 # counted as first decided: a retry gets this batch's own decisions back as redelivered
                 decided = [decided_before.get(at, r) for at, r in zip(where, results)]
                 try:

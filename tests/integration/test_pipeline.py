@@ -140,12 +140,14 @@ def test_a_message_that_breaks_the_models_stops_workers_then_is_dead_lettered(re
             with pytest.raises(WorkerBroken, match="runtime corrupted"):
                 Pipeline(Settings(), redis_client, namespace, live=True, extractor=RuntimeBreaker()).process(batch)
         third = RuntimeBreaker()
-        results = Pipeline(Settings(), redis_client, namespace, live=True, extractor=third).process(batch)
+        restarted = Pipeline(Settings(), redis_client, namespace, live=True, extractor=third)
+        results = restarted.process(batch)
         assert [r.dead_letter is not None for r in results] == [False, True, False]
         assert results[1].dead_letter.error_class == "processing"
         assert "stopped 2 times" in results[1].dead_letter.reason
         assert results[0].decision.story_id and results[2].decision.story_id
         assert not any("BREAKS" in title for call in third.calls for title in call)
+        restarted.confirm_published(results, [m.source for m in batch])  # published: it stopped no one now
         assert _began_keys(redis_client, namespace) == []
     finally:
         Pipeline(Settings(), redis_client, namespace, live=True, extractor=FakeExtractor()).drop_state()
@@ -169,15 +171,22 @@ def test_a_message_that_kills_the_worker_is_found_and_dead_lettered_and_a_killed
                 Pipeline(Settings(), redis_client, namespace, live=True, extractor=restarted).process(batch)
             assert restarted.calls[-1] == ["KILLS the process"]
         last = Killer()
-        results = Pipeline(Settings(), redis_client, namespace, live=True, extractor=last).process(batch)
+        restarted = Pipeline(Settings(), redis_client, namespace, live=True, extractor=last)
+        results = restarted.process(batch)
         assert [r.dead_letter is not None for r in results] == [False, True, False]
         assert "stopped 2 times" in results[1].dead_letter.reason
         assert [r.decision.story_id is not None for r in results] == [True, False, True]
         assert last.calls == [["Town3 ferry timetable changes"]]  # the first was decided before
+        # the publish failed: the batch retried by the same process does not run the killer either
+        again = restarted.process(batch)
+        assert [r.dead_letter is not None for r in again] == [False, True, False]
+        assert last.calls == [["Town3 ferry timetable changes"]]
+        restarted.confirm_published(again, [m.source for m in batch])
         assert _began_keys(redis_client, namespace) == []
         # the next batch is run whole again
         after = Killer()
-        Pipeline(Settings(), redis_client, namespace, live=True, extractor=after).process(incoming([
+        restarted.extractor = after
+        restarted.process(incoming([
             article(4, text="A storm closed the ferry port overnight and crossings resume on Friday morning."),
             article(5, text="Farmers protested outside the parliament against the new water charges.")]))
         assert len(after.calls) == 1 and len(after.calls[0]) == 2

@@ -181,6 +181,9 @@ def test_restart_redelivering_everything_creates_no_new_story(stack):
     stack.produce(encode(articles))
     first, _ = stack.wait_accounted({a["id"] for a in articles}, dead=0)
     assert worker.terminate() == 0
+    namespace = stack.env["SW_REDIS_NAMESPACE"]
+    assert not list(stack.redis.scan_iter(match=f"sw:{namespace}:began*")), \
+        "a published batch leaves no mark of a worker that stopped with it in hand"
     _reset_group(stack)  # the next consumer gets every record again
     again = stack.start_worker()
     stack.wait_logged(again, "partitions_assigned")
@@ -195,6 +198,7 @@ def test_restart_redelivering_everything_creates_no_new_story(stack):
     stats = [line for line in again.log_lines() if line.get("event") == "stats"]
     assert sum(s["redelivered"] for s in stats) == len(articles)
     assert sum(s["new_stories"] for s in stats) == 0
+    assert not any(line.get("event") == "batch_isolated_after_stop" for line in again.log_lines())
 
 
 def test_two_workers_share_partitions_and_admit_one_of_two_near_copies(stack):

@@ -86,7 +86,7 @@ class Replaying:
         return [Result(Decision(id=f"a{i}"), events=[event(f"s{i}", 1, "created")], redelivered=self.calls > 1)
                 for i, _ in enumerate(batch)]
 
-    def confirm_published(self, results):
+    def confirm_published(self, results, sources=()):
         pass
 
 
@@ -207,7 +207,7 @@ class RedisDownForAWhile:
             raise DependencyUnavailable("Redis unavailable: ConnectionError: refused")
         return [Result(Decision(id=f"a{i}"), events=[event(f"s{i}", 1, "created")]) for i, _ in enumerate(batch)]
 
-    def confirm_published(self, results):
+    def confirm_published(self, results, sources=()):
         pass
 
 

@@ -90,11 +90,15 @@ class DecisionLog:
         step = 3 if self._ttl else 2  # replies per record
         return [count - 1 for count in pipe.execute()[1::step]]
 
-    def finish(self, sources: Sequence[SourceRecord], alone: bool = False) -> None:
-        """The records were decided (`alone`: the record processed alone): they stopped no one."""
+    def finish(self, sources: Sequence[SourceRecord], batch: bool = True) -> None:
+        """The records stopped no worker: forget who began them alone, and in a batch too unless not `batch`."""
+        if not sources:
+            return
         pipe = self._r.pipeline(transaction=False)  # one key per command: the keys spread over cluster slots
         for source in sources:
-            pipe.delete(self._began_key(source, alone))
+            pipe.delete(self._began_key(source, alone=True))
+            if batch:
+                pipe.delete(self._began_key(source, alone=False))
         pipe.execute()
 
     def _began_key(self, source: SourceRecord, alone: bool) -> str:
