@@ -287,6 +287,7 @@ def test_the_lead_drops_a_repeated_headline_but_not_a_word_that_starts_like_it()
     assert lead_of("Fire", "Fire. Crews fought it.") == "Fire. Crews fought it."
     assert lead_of("Fire", "Firefighters battled it.") == "Fire. Firefighters battled it."
     assert lead_of("Obama", "Obama's visit ended.") == "Obama. Obama's visit ended."
+    assert lead_of("Fire", "Fire") == "Fire"  # a body that only repeats the headline
 
 
 def test_numeric_entities_carry_no_weight():

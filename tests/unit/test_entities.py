@@ -118,3 +118,40 @@ def test_relocate_keeps_a_mention_where_the_copy_holds_it_and_never_inside_anoth
     moved = relocate(original, "", shifted)
     assert [(e.start, e.label) for e in moved] == [(15, "PERSON"), (41, "GPE"), (59, "GPE")]
     assert all(shifted[e.start:e.end] == e.text for e in moved)
+
+
+def test_a_place_or_organisation_inside_a_longer_name_is_another_one():
+    assert canonical_names([("Sudan", "GPE")] * 4 + [("South Sudan", "GPE")]) == ["Sudan"] * 4 + ["South Sudan"]
+    assert canonical_names([("Virginia", "GPE"), ("West Virginia", "GPE")]) == ["Virginia", "West Virginia"]
+    assert canonical_names([("Apple", "ORG"), ("Apple Music", "ORG")]) == ["Apple", "Apple Music"]
+
+
+def test_a_father_is_not_his_namesake_son():
+    mentions = [("Donald Trump", "PERSON"), ("Trump", "PERSON"), ("Donald Trump Jr.", "PERSON"),
+                ("Trump Jr.", "PERSON")]
+    assert canonical_names(mentions) == ["Donald Trump", "Donald Trump", "Donald Trump Jr.", "Donald Trump Jr."]
+
+
+def test_dotted_and_undotted_acronyms_are_one_name():
+    assert canonical_names([("U.S.", "GPE"), ("US", "GPE"), ("the U.N.", "ORG")]) == ["US", "US", "UN"]
+    assert clean_name("U.S. Navy") == "US Navy" and clean_name("St. Louis") == "St. Louis"
+
+
+def test_bidirectional_and_zero_width_marks_are_not_part_of_a_name():
+    assert clean_name("\u202bBiden\u202c") == "Biden" and clean_name("Netanyahu\u200e") == "Netanyahu"
+    view = "Benjamin Netanyahu\u200e said"
+    assert trim_span(view, 0, 19) == (0, 18)
+    assert canonical_names([("Benjamin Netanyahu\u200f", "PERSON"), ("Netanyahu", "PERSON")]) == [
+        "Benjamin Netanyahu", "Benjamin Netanyahu"]
+
+
+def test_relocate_does_not_take_an_old_offset_that_now_falls_inside_another_mention():
+    """A 17-character dateline moves "Vladimir Putin" onto the old offset of the later "Putin"."""
+    from worker.core.entities import Entity, relocate
+
+    text = "Vladimir Putin and aides. Putin spoke."
+    original = [Entity("Vladimir Putin", "PERSON", 0, 14, "Vladimir Putin", "text"),
+                Entity("Putin", "PERSON", 26, 31, "Vladimir Putin", "text")]
+    copy = "MOSCOW (Wire) -- " + text
+    moved = relocate(original, "", copy)
+    assert [(e.text, e.start) for e in moved] == [("Vladimir Putin", 17), ("Putin", 43)]

@@ -57,3 +57,9 @@ def test_article_id_is_stable_under_tracking_params_and_changes_with_content():
     assert article_id_for("https://x.org/a", "— …", "Quake hits") == article_id_for("https://x.org/a", None,
                                                                                    "QUAKE hits.")
     assert article_id_for("https://x.org/a", "Body text", "Any title") == a
+
+
+def test_bidirectional_marks_are_invisible_to_normalisation():
+    from worker.core.normalize import normalize_text
+
+    assert normalize_text("\u202bשלום\u202c \u200fworld\u200e \u2067x\u2069") == "שלום world x"

@@ -24,7 +24,7 @@ def lead_of(title: str | None, text: str | None) -> str:
     title = " ".join((title or "").split())
     text = " ".join((text or "").split())[:LEAD_CHARS]
     after = text[len(title):len(title) + 1]
-    if title and text.startswith(title) and not (after.isalnum() or after in "'\u2019"):
+    if title and text.startswith(title) and not (after.isalnum() or (after and after in "'\u2019")):
         text = text[len(title):].lstrip(" .")  # some feeds repeat the headline as the first line
     return f"{title}. {text}" if title and text else (title or text)
 

@@ -9,6 +9,7 @@ the same span in the raw string.
 """
 from __future__ import annotations
 
+import bisect
 import re
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass
@@ -32,7 +33,11 @@ _ASCII_VIEW = str.maketrans({
 _LEADING_ARTICLE = re.compile(r"^(?:the|a|an)\s+", re.IGNORECASE)
 _LOWERCASE_ARTICLE = re.compile(r"^(?:the|a|an)\s+")  # "The Hague" keeps its capital "The"
 _POSSESSIVE = re.compile(r"(?:\s?'s|(?<=s)')$", re.IGNORECASE)
-_EDGE = "\"'()[]{},;:!?-*/ \n\t"  # no "." here: it ends "U.S." and "Inc."
+# no "." here: it ends "U.S." and "Inc."; the invisible marks of RTL and scraped pages are edges too
+_EDGE = "\"'()[]{},;:!?-*/ \n\t\u200b\u200c\u200d\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2060\u2066\u2067\u2068\u2069\ufeff\u00ad"
+_DOTTED_ACRONYM = re.compile(r"(?<!\S)(?:[A-Z]\.){2,}(?!\S)")  # "U.S." is "US", "U.N." is "UN"
+# A name followed by these is another person ("Donald Trump Jr." is not "Donald Trump").
+_GENERATION = frozenset({"jr", "jr.", "sr", "sr.", "ii", "iii", "iv"})
 
 
 @dataclass(frozen=True)
@@ -71,18 +76,21 @@ def trim_span(view: str, start: int, end: int) -> tuple[int, int]:
 
 
 def clean_name(surface: str) -> str:
-    """Surface form -> comparable name: normalised quotes and spacing, no leading article, no possessive."""
+    """Surface form -> comparable name: normalised quotes and spacing, no leading article, no possessive,
+    dotted acronyms undotted."""
     name = " ".join(normalize_text(surface).split()).strip(_EDGE)
     name = _POSSESSIVE.sub("", _LEADING_ARTICLE.sub("", name)).strip(_EDGE)
+    name = _DOTTED_ACRONYM.sub(lambda m: m.group().replace(".", ""), name)
     return name or " ".join(surface.split())  # nothing left: the surface, its spacing normalised all the same
 
 
 def canonical_names(mentions: Sequence[tuple[str, str]]) -> list[str]:
     """Canonical name per (surface, label) mention of one article.
 
-    A mention whose tokens are a prefix or suffix of a longer mention of the same type maps to that longer
-    one ("Putin" -> "Vladimir Putin"); when several fit, the most frequent, then the first seen, wins; and so
-    on to the longest, so that one article gives one person one name.
+    A person's name whose tokens are a prefix or suffix of a longer one maps to that longer one ("Putin" ->
+    "Vladimir Putin", not "Donald Trump" -> "Donald Trump Jr."); when several fit, the most frequent, then the
+    first seen, wins; and so on to the longest, so that one article gives one person one name. Other types keep
+    their names: a place or an organisation inside a longer one is another ("Sudan", "South Sudan").
     Case differences collapse, the display form preferring one that is not all capitals.
     """
     names = [clean_name(surface) for surface, _ in mentions]
@@ -98,10 +106,11 @@ def canonical_names(mentions: Sequence[tuple[str, str]]) -> list[str]:
         by_label[label].append(tuple(folded.split()))
 
     def longer_form(label: str, tokens: tuple[str, ...]) -> tuple[str, ...]:
-        if label in NUMERIC_LABELS:
+        if label != "PERSON":
             return tokens
         fits = [other for other in by_label[label] if len(other) > len(tokens)
-                and (other[:len(tokens)] == tokens or other[-len(tokens):] == tokens)]
+                and (other[:len(tokens)] == tokens or other[-len(tokens):] == tokens)
+                and (other[-1] not in _GENERATION or tokens[-1] in _GENERATION)]
         if not fits:
             return tokens
         return max(fits, key=lambda t: frequency[(label, " ".join(t))])  # ties: the first seen (`by_label` order)
@@ -148,7 +157,9 @@ class EntityExtractor:
 def relocate(entities: Sequence[Entity], title: str, text: str) -> list[Entity]:
     """An original's entities placed in a copy's own title and text (duplicates are not run through NER).
 
-    A mention stays where it was when the copy holds it there (a verbatim copy, an edit further on). Else it
+    A mention stays where it was when the copy holds it there and every mention before it in its field stayed
+    too (a verbatim copy, an edit further on: once the copy has moved, a match at the old offset may be part of
+    another mention, as "Putin" of "Vladimir Putin" after an added dateline). Else it
     goes to the first occurrence of its surface as a whole word ("Iran" is not found inside "Iranian") after
     the previous mention of that surface, overlapping no mention already placed (the "Jordan" of "Michael
     Jordan" is not the country's); a mention the copy no longer contains (an edit, a truncation) is dropped,
@@ -156,27 +167,38 @@ def relocate(entities: Sequence[Entity], title: str, text: str) -> list[Entity]:
     """
     fields = {"title": title or "", "text": text or ""}
     ordered = sorted(entities, key=lambda e: (e.field, e.start))
-    taken: dict[str, list[tuple[int, int]]] = {"title": [], "text": []}
+    taken: dict[str, list[tuple[int, int]]] = {"title": [], "text": []}  # placed spans, sorted, disjoint
 
-    def free(field: str, start: int, end: int) -> bool:
-        return all(end <= a or start >= b for a, b in taken.get(field, []))
+    def take(field: str, start: int, end: int) -> bool:
+        spans = taken.setdefault(field, [])
+        at = bisect.bisect_left(spans, (start, end))
+        if (at and spans[at - 1][1] > start) or (at < len(spans) and spans[at][0] < end):
+            return False
+        spans.insert(at, (start, end))
+        return True
 
     placed: dict[int, int] = {}
+    moved: set[str] = set()  # fields where a mention was not where the original had it: the rest is searched
     for i, ent in enumerate(ordered):  # first, the mentions the copy holds where the original had them
-        if fields.get(ent.field, "")[ent.start:ent.end] == ent.text and free(ent.field, ent.start, ent.end):
+        if ent.field in moved:
+            continue
+        if fields.get(ent.field, "")[ent.start:ent.end] == ent.text and take(ent.field, ent.start, ent.end):
             placed[i] = ent.start
-            taken[ent.field].append((ent.start, ent.end))
+        else:  # from here on the copy differs: a match at the old offset may be another mention's part
+            moved.add(ent.field)
     after: dict[tuple[str, str], int] = {}
     for i, ent in enumerate(ordered):  # then the others, in order
         key = (ent.field, ent.text)
         if i in placed:
             after[key] = placed[i] + len(ent.text)
             continue
+        field = fields.get(ent.field, "")
         pattern = re.compile(r"(?<!\w)" + re.escape(ent.text) + r"(?!\w)")
-        for match in pattern.finditer(fields.get(ent.field, ""), after.get(key, 0)):
-            if free(ent.field, match.start(), match.end()):
+        start = after.get(key, 0)
+        after[key] = len(field)  # unless a free match is found: later mentions of this surface need not search
+        for match in pattern.finditer(field, start):
+            if take(ent.field, match.start(), match.end()):
                 placed[i] = match.start()
-                taken[ent.field].append((match.start(), match.end()))
                 after[key] = match.end()
                 break
     return [Entity(text=ent.text, label=ent.label, start=placed[i], end=placed[i] + len(ent.text),
