@@ -458,3 +458,9 @@ def test_clock_times_years_and_hyphenated_names_are_not_counts():
 def test_a_count_is_read_whole_and_the_tail_of_a_date_or_foreign_number_is_none():
     assert numbers_of("1,000,000 barrels spilled") == {"barrel=1000000"} != numbers_of("2,000,000 barrels spilled")
     assert numbers_of("9/11 attacks remembered") == set() and numbers_of("1.000.000 Euro gestohlen") == set()
+
+
+def test_unspaced_text_gives_character_pairs_as_terms():
+    from worker.core.cluster import terms_of
+
+    assert terms_of("上海推广 policy shifts") == ["上海", "海推", "推广", "policy", "shift"]

@@ -156,3 +156,15 @@ def test_outcome_is_json_serialisable():
     out = run(item("a2", STORY), Evidence(same_url=indexed(ORIGINAL)))
     assert out.to_dict() == {"article_id": "a2", "duplicate_of": "a1", "kind": "exact_url", "similarity": 1.0,
                              "update_of": None, "matched": {"by": "canonical_url"}}
+
+
+ZH = "上海市政府周二宣布，从下个月起将在全市范围内推广垃圾分类新规定。根据新规定，居民需要将生活垃圾分为四类，违反规定的个人最高可被罚款两百元。"
+
+
+def test_a_chinese_copy_under_a_new_headline_is_a_duplicate():
+    """Unspaced text read as one word per clause left the headline's words out of every body: the guard against
+    template pages then kept a re-headlined copy apart."""
+    original = item("zh1", ZH, title="上海推广垃圾分类新规", url="https://a.example/zh1")
+    copy = item("zh2", ZH, title="上海将全面实行垃圾分类", url="https://b.example/zh2")
+    out = run(copy, Evidence(same_content=indexed(original), candidates=(indexed(original),)))
+    assert (out.duplicate_of, out.kind) == ("zh1", "exact_content")

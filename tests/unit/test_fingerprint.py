@@ -88,7 +88,10 @@ def test_vectorised_words_are_the_normalised_words():
     samples = [STORY, "", "a", "a.b", "'x'", "--a--b--", "A\u2010B \u01c4 stra\u00dfe \ufb01ne", "x&amp;amp;y",
                "e\u0301t\u00e9", "a\u200bb", "\x00a\x7fb", "\u216b \u00bd \u00b9", "don\u2019t stop\u2014now",
                "a_b c__d", "U.S.-led 'quote' ...", "\u65e5\u672c\u8a9e\u306e \u6f22\u5b57", "\U0001f600 ok",
-               "Caf\u00e9 &eacute; &#8217;s `tick`", "line\r\nbreak\tand  spaces", "end."]
+               "Caf\u00e9 &eacute; &#8217;s `tick`", "line\r\nbreak\tand  spaces", "end.",
+               "\u0926\u093f\u0928 \u0926\u093e\u0928", "\u0645\u064f\u062d\u064e\u0645\u064e\u0651\u062f",
+               "\u0130stanbul \u0130ZM\u0130R", "\u4e0a\u6d77a\u6f22\u0301-b.c \u30ab\u3099\u30fb\u30fc\u3002x",
+               "\U00020000\u3400'\u4e00"]
     for text in samples:
         assert content_text(text) == " ".join(words(normalize_text(text))), text
 
@@ -102,6 +105,7 @@ def test_headline_hash_matches_body_word_hash():
 
 def test_batch_fingerprints_are_those_of_each_article_alone():
     odd = ["", "a", "two words", "a.b c", "don\u2019t stop\u2014now", "\u65e5\u672c\u8a9e\u306e \u6f22\u5b57",
+           "\u0926\u093f\u0928 \u0915\u0940 \u0916\u092c\u0930", "\u4e0a\u6d77a\u6f22\u0301-b \u30ab\u3099",
            "x&amp;amp;y", "Caf\u00e9 &eacute; `tick`", "U.S.-led 'quote' ..."]
     articles = [(URL, "Ferry pier closed, says Marlow council", STORY), (URL + "?utm_source=x", "", STORY[:90]),
                 ("https://b.example/2", "Marlow council", "")]
@@ -162,3 +166,14 @@ def test_probes_are_the_head_and_the_samples_above_the_level():
     assert set(fp.sketch[:6]) <= fp.probes
     assert all(trailing_zeros(s) > fp.level for s in fp.probes - set(fp.sketch[:6]))
     assert all(trailing_zeros(s) == fp.level for s in fp.others)
+
+
+def test_words_keep_their_combining_marks_and_unspaced_scripts_are_read_a_character_at_a_time():
+    from worker.core.normalize import normalize_text
+
+    assert words(normalize_text("दिन दान")) == ["दिन", "दान"]
+    assert words("\u0130stanbul") == words("Istanbul") == ["istanbul"]
+    assert words("上海推广") == ["上", "海", "推", "广"]
+    day = fingerprint(URL, "", "सरकार ने दिन की घोषणा की")
+    gift = fingerprint(URL, "", "सरकार ने दान की घोषणा की")
+    assert day.content_key != gift.content_key  # "day" and "donation" differ in a vowel sign only

@@ -32,7 +32,7 @@ import numpy as np
 
 from worker.core.embedding import dequantize, quantize, unpack
 from worker.core.entities import NUMERIC_LABELS, Entity
-from worker.core.normalize import normalize_text, words
+from worker.core.normalize import is_solo, normalize_text, words
 
 DAY = 86_400.0
 _YEAR = re.compile(r"\b(1[89]\d\d|2[01]\d\d)\b")
@@ -158,8 +158,20 @@ def stem(word: str) -> str:
 
 
 def terms_of(text: str) -> list[str]:
-    return [stem(w) for w in words(normalize_text(text))
-            if len(w) > 2 and w not in _STOPWORDS and not any(c.isdigit() for c in w)]
+    """Content words, stemmed; in unspaced scripts, each pair of neighbouring characters (Chinese and Japanese
+    words are mostly two characters long; character bigrams are the usual index terms for such text)."""
+    out: list[str] = []
+    previous = ""
+    for w in words(normalize_text(text)):
+        if is_solo(w):
+            if previous:
+                out.append(previous + w)
+            previous = w
+            continue
+        previous = ""
+        if len(w) > 2 and w not in _STOPWORDS and not any(c.isdigit() for c in w):
+            out.append(stem(w))
+    return out
 
 
 _NUMBER_WORDS = {w: str(i) for i, w in enumerate(

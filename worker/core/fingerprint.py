@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 import xxhash
 
-from worker.core.normalize import _INVISIBLE, _QUOTES, canonical_url
+from worker.core.normalize import _INVISIBLE, _QUOTES, SOLO_RANGES, canonical_url, mark_ranges
 
 SHINGLE_WORDS = 3
 SKETCH_SIZE = 64
@@ -79,7 +79,8 @@ class Overlap:
 
 # ---------------------------------------------------------------- tokens and word hashes (vectorised)
 
-_WORD, _CONNECTOR = 1, 2                       # character classes: [^\W_] and the in-word joiners ' . -
+# character classes: [^\W_] and combining marks, the in-word joiners ' . -, a character that is a word alone
+_WORD, _CONNECTOR, _SOLO = 1, 2, 3
 _ASCII_CLASS = np.array([_WORD if chr(c).isalnum() else _CONNECTOR if chr(c) in "'.-" else 0
                          for c in range(256)], np.int8)
 _ASCII_CLASS[128:] = 0
@@ -99,6 +100,10 @@ def _unicode_classes() -> np.ndarray:
     global _unicode_class
     if _unicode_class is None:
         table = np.fromiter((chr(c).isalnum() for c in range(0x110000)), bool, 0x110000).astype(np.int8)
+        for first, last in mark_ranges():
+            table[first:last + 1] = _WORD
+        for first, last in SOLO_RANGES:
+            table[first:last + 1] = _SOLO
         for c in "'.-":
             table[ord(c)] = _CONNECTOR
         _unicode_class = table
@@ -119,7 +124,8 @@ def _prepare(text: str | None) -> str:
         if not unicodedata.is_normalized("NFKC", text):
             text = unicodedata.normalize("NFKC", text)
         text = _INVISIBLE.sub("", text.translate(_QUOTES))
-    return text.casefold()
+    text = text.casefold()
+    return text.replace("i\u0307", "i") if "\u0307" in text else text
 
 
 def _table(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -143,13 +149,20 @@ def _tokens(codes: np.ndarray, cls: np.ndarray):
     """Start, end (code point offsets) and 64-bit hash of each word, and the in-token mask."""
     n = len(codes)
     is_word = cls == _WORD
-    in_token = is_word.copy()
+    is_solo = cls == _SOLO
+    in_token = is_word | is_solo
     if n > 2:
         in_token[1:-1] |= (cls[1:-1] == _CONNECTOR) & is_word[:-2] & is_word[2:]
     padded = np.zeros(n + 2, bool)
     padded[1:-1] = in_token
-    bounds = np.flatnonzero(padded[1:] != padded[:-1])
-    starts, ends = bounds[::2], bounds[1::2]
+    edge = padded[1:] != padded[:-1]                # n + 1 places between characters: a run starts or ends
+    if is_solo.any():                                # and on both sides of a character that is a word alone
+        edge[:-1] |= is_solo
+        edge[1:] |= is_solo
+    inside = np.zeros(n + 1, bool)                   # a token on the right of the place
+    inside[:-1] = in_token
+    starts = np.flatnonzero(edge & inside)
+    ends = np.flatnonzero(edge & padded[:-1])        # a token on the left of the place
     if not len(starts):
         return starts, ends, np.zeros(0, np.uint64), in_token
     powers, inverse = _table(n)
@@ -178,10 +191,7 @@ def _words(text: str | None) -> _Words:
     starts, ends, h, in_token = _tokens(codes, cls)
     if not len(starts):
         return _Words(np.zeros(0, np.uint64), b"")
-    spaced = codes.copy()
-    spaced[starts[1:] - 1] = 32
-    in_token[starts[1:] - 1] = True
-    kept = spaced[in_token]
+    kept = np.insert(codes[in_token], np.cumsum(ends - starts)[:-1], 32)    # the words, one space between
     joined = kept.tobytes() if codes.dtype == np.uint8 else kept.tobytes().decode("utf-32-le").encode("utf-8")
     return _Words(h, joined)
 
@@ -261,10 +271,7 @@ def _fingerprints_of_run(articles: Sequence[tuple[str, str, str]]) -> list[Finge
     content_words = seg_words[content_seg]
 
     # content keys: the content's words joined by single spaces
-    spaced = codes.copy()
-    spaced[starts[1:] - 1] = 32
-    in_token[starts[1:] - 1] = True
-    kept_bytes = spaced[in_token].tobytes()          # every word, each followed by one space
+    kept_bytes = np.insert(codes[in_token], np.cumsum(ends - starts), 32).tobytes()  # each word, then a space
     width = 4 if wide else 1
     has_content = content_words > 0
     offset = np.zeros(len(starts) + 1, np.int64)     # where each word starts in kept_bytes

@@ -5,6 +5,7 @@ irregular whitespace; two copies of one article must normalise to the same strin
 """
 from __future__ import annotations
 
+import functools
 import html
 import re
 import unicodedata
@@ -32,7 +33,40 @@ _INVISIBLE = re.compile("[\u200b-\u200f\u2060\ufeff\u00ad\u202a-\u202e\u2066-\u2
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _SPACES = re.compile(r"[ \t\r\f\v]+")
 _BLANK_LINES = re.compile(r"\n\s*\n+")
-_WORD = re.compile(r"[^\W_]+(?:['.\-][^\W_]+)*", re.UNICODE)
+_ASCII_WORD = re.compile(r"[^\W_]+(?:['.\-][^\W_]+)*")
+# Scripts written without spaces between words (Chinese characters, kana): each character is a word of its own,
+# so that content keys, shingles and headline words read such text as they read spaced text.
+SOLO_RANGES = ((0x3041, 0x3096), (0x309D, 0x309F), (0x30A1, 0x30FA), (0x30FC, 0x30FF), (0x3400, 0x4DBF),
+               (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0x20000, 0x3134F))
+
+
+def is_solo(word: str) -> bool:
+    """A word of an unspaced script (one character: see `words`)."""
+    return len(word) == 1 and any(first <= ord(word) <= last for first, last in SOLO_RANGES)
+
+
+@functools.cache
+def mark_ranges() -> tuple[tuple[int, int], ...]:
+    """Code point ranges of the combining marks (Unicode category M): Indic vowel signs, Arabic harakat and the
+    like belong to the word they sit in ("दिन" is not "दान"). Planes 0, 1 and 14 hold them all."""
+    ranges: list[tuple[int, int]] = []
+    for c in [*range(0x20000), *range(0xE0000, 0xE1000)]:
+        if unicodedata.category(chr(c))[0] == "M":
+            if ranges and ranges[-1][1] == c - 1:
+                ranges[-1] = (ranges[-1][0], c)
+            else:
+                ranges.append((c, c))
+    return tuple(ranges)
+
+
+@functools.cache
+def _word_pattern() -> re.Pattern:
+    def char_class(ranges) -> str:
+        return "".join(f"\\U{a:08x}-\\U{b:08x}" for a, b in ranges)
+
+    solo, marks = char_class(SOLO_RANGES), char_class(mark_ranges())
+    part = f"(?:[^\\W_{solo}]|[{marks}])+"
+    return re.compile(f"[{solo}]|{part}(?:['.\\-]{part})*")
 
 
 def canonical_url(url: str) -> str:
@@ -109,8 +143,12 @@ def normalize_text(text: str | None) -> str:
 
 
 def words(text: str) -> list[str]:
-    """Case-folded word tokens of already normalised text."""
-    return _WORD.findall(text.casefold())
+    """Case-folded word tokens of already normalised text: letters and digits with their combining marks, joined
+    by ' . -' within a word; a Chinese character or a kana is a word alone."""
+    folded = text.casefold()
+    if "\u0307" in folded:  # "İstanbul" folds to "i̇stanbul": the dot of a capital İ is not a letter of its own
+        folded = folded.replace("i\u0307", "i")
+    return (_ASCII_WORD if folded.isascii() else _word_pattern()).findall(folded)
 
 
 def article_id_for(url: str, text: str | None, title: str | None = None) -> str:
