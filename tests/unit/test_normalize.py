@@ -60,6 +60,12 @@ def test_article_id_is_stable_under_tracking_params_and_changes_with_content():
 
 
 def test_bidirectional_marks_are_invisible_to_normalisation():
-    from worker.core.normalize import normalize_text
-
     assert normalize_text("\u202bשלום\u202c \u200fworld\u200e \u2067x\u2069") == "שלום world x"
+
+
+def test_international_hosts_are_encoded_by_idna_2008():
+    """IDNA 2003 maps "ß" to "ss" and final sigma to sigma: two registered domains would be one."""
+    assert canonical_url("https://faß.example/a") != canonical_url("https://fass.example/a")
+    assert canonical_url("https://faß.example/a") == "https://xn--fa-hia.example/a"
+    assert canonical_url("https://ς.example/a") != canonical_url("https://σ.example/a")
+    assert canonical_url("https://☃.example/a") == "https://xn--n3h.example/a"  # refused by IDNA 2008: 2003

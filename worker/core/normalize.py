@@ -11,6 +11,7 @@ import re
 import unicodedata
 from urllib.parse import quote, unquote_plus, urlsplit, urlunsplit
 
+import idna
 import xxhash
 
 # Query parameters that identify a click, campaign or session, never the document.
@@ -108,9 +109,18 @@ def _escaped(part: str, safe: str) -> str:
 
 
 def _idna(host: str) -> str:
+    """An international host name in its ASCII form by IDNA 2008 (UTS 46 mapping): "faß.de" and "fass.de" are
+    two domains, which the older IDNA 2003 of Python's codec merges; a name IDNA 2008 refuses (an emoji
+    domain) by IDNA 2003, else as written (validation allowed it)."""
+    if host.isascii():
+        return host
     try:
-        return host.encode("idna").decode("ascii") if not host.isascii() else host
-    except UnicodeError:  # not a valid international name: kept as written (validation allowed it)
+        return idna.encode(host, uts46=True).decode("ascii")
+    except idna.IDNAError:
+        pass
+    try:
+        return host.encode("idna").decode("ascii")
+    except UnicodeError:
         return host
 
 
