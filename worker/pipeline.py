@@ -141,19 +141,13 @@ class Pipeline:
             self._last_time = last_time
             return self._one_at_a_time(batch)
 
-    def _begin(self, batch: list[Incoming], alone: bool = False) -> int:
-        """Live: record that this process began the messages; the most worker processes that began one of them
-        so before and stopped (killed, out of memory, `WorkerBroken`) without finishing it."""
+    def _begin(self, batch: list[Incoming]) -> int:
+        """Live: record that this process began the batch; the most worker processes that began one holding one
+        of its messages and stopped (killed, out of memory, `WorkerBroken`) before publishing it."""
         if not self.live:
             return 0
         with _redis_failures():
-            return max(self.decisions.begin([m.source for m in batch], self._process_id, alone), default=0)
-
-    def _finished_alone(self, msg: Incoming) -> None:
-        """Processed alone without stopping the worker: not the message that stops workers."""
-        if self.live:
-            with _redis_failures():
-                self.decisions.finish([msg.source], batch=False)
+            return max(self.decisions.begin([m.source for m in batch], self._process_id), default=0)
 
     def _one_at_a_time(self, batch: list[Incoming]) -> list[Result]:
         """Each message alone, in batch order; one whose original is not decided yet is tried again after the
@@ -181,11 +175,15 @@ class Pipeline:
                 if r.dead_letter and _where(r.dead_letter.source) in published else r for r in results]
 
     def _process_alone(self, msg: Incoming) -> list[Result]:
-        stopped = self._begin([msg], alone=True)
+        if self.live:
+            with _redis_failures():
+                stopped = self.decisions.begin_alone(msg.source, self._process_id)
+        else:
+            stopped = 0
         if stopped >= self.settings.crash_limit:
             log.error("message_stopped_workers", workers_stopped=stopped, offset=msg.source.offset,
                       partition=msg.source.partition)
-            # its count stays until the batch is published: a batch retried meanwhile does not run it again
+            # its count stays: a batch retried, or the record redelivered, does not run it again
             return self._poison(msg, f"the worker stopped {stopped} times while processing this message alone "
                                      "(killed, out of memory, or its models broke): not processed again")
         try:
@@ -198,7 +196,9 @@ class Pipeline:
                 raise WorkerBroken(f"the models fail on a plain article too, after {exc!r}") from exc
             log.error("poison_message", error=repr(exc), offset=msg.source.offset, partition=msg.source.partition)
             results = self._poison(msg, f"processing failed: {exc!r}")
-        self._finished_alone(msg)
+        if self.live:  # it stopped no worker
+            with _redis_failures():
+                self.decisions.finish_alone(msg.source)
         return results
 
     def _poison(self, msg: Incoming, reason: str) -> list[Result]:
@@ -238,7 +238,7 @@ class Pipeline:
         and that its input records (`sources`, live) stopped no worker."""
         with _redis_failures():
             if self.live:
-                self.decisions.finish(sources)
+                self.decisions.finish(sources, self._process_id)
             self.decisions.mark_published({r.decision.id: self._record(r) for r in results
                                            if r.decision.id and not r.dead_letter and r.events})
             self.decisions.mark_letters_published(_stream_letters(results))

@@ -3,9 +3,10 @@
 Key `sw:<namespace>:dec:<article id>` holds the article's decision and the story events it caused, as JSON,
 plus whether those events were acknowledged by the broker; `sw:<namespace>:dlq:<topic>:<partition>:<offset>:
 <timestamp>` marks an input record whose dead letter was acknowledged (the broker timestamp tells a record
-apart from one at the same offset of a topic deleted and created again); `sw:<namespace>:began:<same>` (and
-`began1:` when it was processed alone) holds the ids of the worker processes that began an input record and did
-not finish it: one that stopped the worker (killed, out of memory, a model runtime it broke) is found by that.
+apart from one at the same offset of a topic deleted and created again). `sw:<namespace>:began:<topic>:<partition>`
+holds, per worker process, the offsets of the batch it began and has not published, and `began1:<topic>:
+<partition>:<offset>:<timestamp>` the processes that began a record alone and did not finish it: a record that
+stopped workers (killed, out of memory, a model runtime it broke) is found by them.
 Single-key operations only (Redis Cluster safe).
 """
 from __future__ import annotations
@@ -16,6 +17,21 @@ from collections.abc import Sequence
 import redis
 
 from ..models import SourceRecord
+
+
+def _ranges(sources: Sequence[SourceRecord]) -> dict[tuple, tuple[int, int]]:
+    """(topic, partition) -> the lowest and highest offset of the records given."""
+    out: dict[tuple, tuple[int, int]] = {}
+    for s in sources:
+        where = (s.topic, s.partition)
+        low, high = out.get(where, (s.offset, s.offset))
+        out[where] = (min(low, s.offset), max(high, s.offset))
+    return out
+
+
+def _range(value: bytes) -> tuple[int, int]:
+    low, high = value.split()
+    return int(low), int(high)
 
 
 class DecisionLog:
@@ -77,32 +93,63 @@ class DecisionLog:
     def _where(source: SourceRecord) -> str:
         return f"{source.topic}:{source.partition}:{source.offset}:{source.timestamp}"
 
-    def begin(self, sources: Sequence[SourceRecord], process_id: str, alone: bool = False) -> list[int]:
-        """Record that this process began the given input records (`alone`: one at a time); for each, how many
-        other processes began it so and never finished it (each stopped with it in hand)."""
+    def begin(self, sources: Sequence[SourceRecord], process_id: str) -> list[int]:
+        """Record that this process began a batch of the given input records; for each record, how many other
+        processes began one holding it and never finished it (each stopped with it in hand).
+
+        One hash per partition, its fields the processes' offset ranges: a few commands a batch, not a few a
+        record (a batch holds consecutive offsets of each partition)."""
+        ranges = _ranges(sources)
         pipe = self._r.pipeline(transaction=False)
-        for source in sources:
-            key = self._began_key(source, alone)
-            pipe.sadd(key, process_id)
-            pipe.scard(key)
+        for (topic, partition), (low, high) in ranges.items():
+            key = self._began_key(topic, partition)
+            pipe.hset(key, process_id, f"{low} {high}")
             if self._ttl:
                 pipe.expire(key, self._ttl)
-        step = 3 if self._ttl else 2  # replies per record
-        return [count - 1 for count in pipe.execute()[1::step]]
+            pipe.hgetall(key)
+        per = 3 if self._ttl else 2  # replies per partition, the last one the hash
+        replies = pipe.execute()[per - 1::per]
+        held = {where: [_range(v) for k, v in reply.items() if k.decode() != process_id]
+                for where, reply in zip(ranges, replies)}
+        return [sum(low <= s.offset <= high for low, high in held[(s.topic, s.partition)]) for s in sources]
 
-    def finish(self, sources: Sequence[SourceRecord], batch: bool = True) -> None:
-        """The records stopped no worker: forget who began them alone, and in a batch too unless not `batch`."""
-        if not sources:
+    def begin_alone(self, source: SourceRecord, process_id: str) -> int:
+        """Record that this process began the record alone; how many other processes began it alone and never
+        finished it. Kept after a record is dead-lettered for it, so that a redelivery of the record stops at
+        most one more worker."""
+        key = self._began_alone + self._where(source)
+        pipe = self._r.pipeline(transaction=False)
+        pipe.sadd(key, process_id)
+        pipe.scard(key)
+        if self._ttl:
+            pipe.expire(key, self._ttl)
+        return pipe.execute()[1] - 1
+
+    def finish_alone(self, source: SourceRecord) -> None:
+        """The record, processed alone, stopped no worker."""
+        self._r.delete(self._began_alone + self._where(source))
+
+    def finish(self, sources: Sequence[SourceRecord], process_id: str) -> None:
+        """The batch is published: this process's range goes, with every range that ends at or before the
+        batch's (the records of those stopped processes are settled too; the offsets commit in order)."""
+        ranges = _ranges(sources)
+        if not ranges:
             return
-        pipe = self._r.pipeline(transaction=False)  # one key per command: the keys spread over cluster slots
-        for source in sources:
-            pipe.delete(self._began_key(source, alone=True))
-            if batch:
-                pipe.delete(self._began_key(source, alone=False))
+        pipe = self._r.pipeline(transaction=False)
+        for topic, partition in ranges:
+            pipe.hgetall(self._began_key(topic, partition))
+        settled = []
+        for ((topic, partition), (_, high)), held in zip(ranges.items(), pipe.execute()):
+            fields = [k for k, v in held.items() if k.decode() == process_id or _range(v)[1] <= high]
+            if fields:
+                settled.append((self._began_key(topic, partition), fields))
+        pipe = self._r.pipeline(transaction=False)
+        for key, fields in settled:
+            pipe.hdel(key, *fields)
         pipe.execute()
 
-    def _began_key(self, source: SourceRecord, alone: bool) -> str:
-        return (self._began_alone if alone else self._began) + self._where(source)
+    def _began_key(self, topic: str | None, partition: int | None) -> str:
+        return f"{self._began}{topic}:{partition}"
 
     def drop(self) -> None:
         """Delete every record of the namespace (batch mode cleans up after itself)."""
