@@ -111,6 +111,7 @@ class Pipeline:
         self._last_time: float | None = None
         self._pending_since: dict[str, float] = {}  # originals of duplicates not decided yet (another replica)
         self._redis_run_id: str | None = None
+        self._deduplicated: dict[str, DedupOutcome] = {}  # the outcomes of the last dedup stage
         self._process_id = uuid.uuid4().hex  # tells this process's attempts at a message from a stopped one's
 
     def process(self, batch: list[Incoming]) -> list[Result]:
@@ -186,6 +187,7 @@ class Pipeline:
             # its count stays: a batch retried, or the record redelivered, does not run it again
             return self._poison(msg, f"the worker stopped {stopped} times while processing this message alone "
                                      "(killed, out of memory, or its models broke): not processed again")
+        self._deduplicated = {}
         try:
             with _redis_failures():
                 results = self._process([msg])
@@ -229,9 +231,12 @@ class Pipeline:
                                     max_text_chars=self.settings.max_text_chars)
         except InvalidMessage:
             return
+        record = {**self._record(Result(decision=decision)), "dead_lettered": True}
+        dedup = self._deduplicated.get(article_id(article))
+        if dedup is not None and dedup.update_of:  # its updates are updates of the version before it
+            record["update_of"] = dedup.update_of
         with _redis_failures():
-            self.decisions.save({article_id(article): {**self._record(Result(decision=decision)),
-                                                        "dead_lettered": True}})
+            self.decisions.save({article_id(article): record})
 
     def confirm_published(self, results: list[Result], sources: list[SourceRecord] = ()) -> None:
         """Record that the batch's events and dead letters are acknowledged, so a redelivery emits nothing new,
@@ -330,13 +335,14 @@ class Pipeline:
         first: dict[str, _Item] = {}
         for it in items:
             record = stored.get(it.article_id)
-            if record is not None and not record.get("dead_lettered"):
+            if it.article_id in first:  # its events go out once, with the first
+                repeats.append((it.index, first[it.article_id]))
+            elif record is not None and not record.get("dead_lettered"):
                 published = bool(record.get("published"))
                 events = [] if published else [StoryEvent.model_validate(e) for e in record["events"]]
                 results[it.index] = Result(decision=Decision.model_validate(record["decision"]), events=events,
                                            redelivered=published)
-            elif it.article_id in first:
-                repeats.append((it.index, first[it.article_id]))
+                first[it.article_id] = it
             else:
                 first[it.article_id] = it
                 fresh.append(it)
@@ -349,6 +355,7 @@ class Pipeline:
             for it in items])
         for it, outcome in zip(items, outcomes):
             it.dedup = outcome
+        self._deduplicated = {it.article_id: it.dedup for it in items}  # a poison article's record keeps its own
 
     def enrich(self, items: list[_Item]) -> None:
         """NER for new English articles; duplicates reuse their original's entities, but for the copies of a
@@ -356,6 +363,9 @@ class Pipeline:
         self._tag([it for it in items if not it.dedup.duplicate_of])
         originals, dead = self._originals(items)
         for it in items:
+            if it.dedup.update_of in dead and dead[it.dedup.update_of]:  # the version before the dead-lettered one
+                it.dedup = replace(it.dedup, update_of=dead[it.dedup.update_of])
+                continue
             it.orphan = (it.dedup.duplicate_of or it.dedup.update_of) in dead
             if it.dedup.duplicate_of and not it.orphan:
                 it.entities = relocate(originals[it.dedup.duplicate_of], it.article.title, it.article.text or "")
@@ -380,9 +390,11 @@ class Pipeline:
             except Exception as exc:  # noqa: BLE001 - a heartbeat fault is no property of the articles (poison)
                 log.warning("progress_failed", reason=repr(exc))
 
-    def _originals(self, items: list[_Item]) -> tuple[dict[str, list[Entity]], set[str]]:
+    def _originals(self, items: list[_Item]) -> tuple[dict[str, list[Entity]], dict[str, str | None]]:
         """Entities of every original a duplicate or an update in the batch points at (this batch or stored),
-        and which of them were dead-lettered (they have no story: their copies and updates are new articles).
+        and which of them were dead-lettered, with the version each was an update of (they have no story: their
+        copies are new articles, and so are their updates but for those of an update, which update the version
+        before it).
 
         One claimed by another replica but not decided yet is waited for (OriginalPending, the batch retried):
         a copy needs its entities, an update its story (else it would be counted as a new article)."""
@@ -391,7 +403,7 @@ class Pipeline:
                   if it.dedup.duplicate_of or it.dedup.update_of}
         out = {a: in_batch[a].entities for a in wanted if a in in_batch}
         stored = self.decisions.load(sorted(wanted - out.keys()))
-        dead = {a for a, record in stored.items() if record.get("dead_lettered")}
+        dead = {a: record.get("update_of") for a, record in stored.items() if record.get("dead_lettered")}
         now = time.monotonic()
         for a in wanted - out.keys():
             if a in stored:

@@ -13,6 +13,8 @@ from pydantic import AliasChoices, Field, FilePath, SecretStr, field_validator, 
 from redis.connection import parse_url
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+_TEN_YEARS = 10 * 365 * 86400  # windows longer than this (or infinite) would overflow the Redis TTLs they set
+
 
 class Settings(BaseSettings):
     """All knobs of the worker. Defaults suit a local single-broker setup; production sets Kafka/Redis ones."""
@@ -62,9 +64,9 @@ class Settings(BaseSettings):
                                        "original is cut to fit. Within the topic's max.message.bytes (1 MiB).")
     event_max_bytes: int = Field(1_000_000, ge=65536, description="Largest story event (JSON bytes); an article's "
                                  "entities beyond it are left out of the event. Within the topic's max.message.bytes.")
-    dedup_window_s: float = Field(7 * 86400, gt=0, description="Event-time window for duplicate matching; its "
+    dedup_window_s: float = Field(7 * 86400, gt=0, le=_TEN_YEARS, description="Event-time window for duplicate matching; its "
                                   "Redis state (and the decision records) expire a day after it in live mode.")
-    story_window_s: float = Field(240 * 86400, gt=0, description="Event-time window a story stays open "
+    story_window_s: float = Field(240 * 86400, gt=0, le=_TEN_YEARS, description="Event-time window a story stays open "
                                   "(follow-ups such as trials come months later; cost does not grow with it).")
     ner_batch_size: int = Field(32, ge=1)
     story_embeddings: bool = Field(True, description="Use lead sentence embeddings (MiniLM, ONNX) in clustering: "

@@ -249,6 +249,37 @@ def test_same_id_twice_in_a_batch_decides_once(pipeline):
     assert len(results[0].events) == 1 and results[1].events == [] and results[1].redelivered
 
 
+@pytest.mark.parametrize("one_batch", [False, True])
+def test_an_update_after_a_dead_lettered_update_updates_the_version_before_it(pipeline, one_batch):
+    """X, then an update of it that makes processing fail (dead-lettered), then another update: the last one
+    replaces X in X's story, not counted as a second article of it, whether the updates come one by one or in
+    one batch."""
+    x = article(1)
+    poison = {**x, "id": "u1", "title": "POISON Town1 ferry timetable changes", "text": x["text"] + " Update one.",
+              "published_at": "2026-03-11T09:00:00Z"}
+    second = {**x, "id": "u2", "title": "Town1 ferry timetable changes again", "text": x["text"] + " Update two.",
+              "published_at": "2026-03-11T10:00:00Z"}
+    created = pipeline.process(incoming([x]))[0]
+    if one_batch:
+        dead, updated = pipeline.process(incoming([poison, second]))
+    else:
+        dead, = pipeline.process(incoming([poison]))
+        updated, = pipeline.process(incoming([second]))
+    assert dead.dead_letter is not None
+    assert updated.decision.update_of == "a1" and updated.decision.story_id == created.decision.story_id
+    assert [e.event for e in updated.events] == ["article_updated"]
+    assert updated.events[0].story.article_count == 1
+
+
+def test_an_id_twice_in_a_batch_whose_decision_was_stored_but_not_published_goes_out_once(pipeline):
+    """A worker decided it and was killed before publishing; the producer had sent it twice."""
+    first = pipeline.process(incoming([article(1)]))
+    again = pipeline.process(incoming([article(1), article(1)]))
+    assert again[0].decision == again[1].decision == first[0].decision
+    assert len(again[0].events) == 1 and not again[0].redelivered
+    assert again[1].events == [] and again[1].redelivered
+
+
 def test_redelivery_returns_the_stored_decision_and_emits_only_unacknowledged_events(pipeline):
     first = pipeline.process(incoming([article(1)]))
     again = pipeline.process(incoming([article(1)]))

@@ -140,6 +140,23 @@ def test_two_updates_naming_one_version_replace_the_version_the_story_holds(stor
     assert later.story["article_count"] == 1
 
 
+def test_an_older_version_arriving_late_leaves_the_newer_one_in_the_story(store):
+    """Versions of one URL published at 08:00 and 12:00, the 12:00 one read first: the story keeps it (as the
+    dedup index keeps the newest version of a URL), and a later version still replaces it."""
+    store.assign([report("a1", title="Harbour closes for repairs")])
+    newer = store.update_article(report("a1-v3", day=0.5, title="Harbour reopens after repairs",
+                                        names=(("Harbin", "GPE"), ("Wang Yi", "PERSON"))), update_of="a1")
+    late = store.update_article(report("a1-v2", day=0.2, title="Harbour closes for repairs",
+                                       names=(("Harbin", "GPE"), ("Zhou Ming", "PERSON"))), update_of="a1-v3")
+    assert (late.action, late.version) == ("article_updated", newer.version + 1)
+    assert late.story["headline"] == "Harbour reopens after repairs"
+    assert {e["canonical"]: e["count"] for e in late.story["top_entities"]} == {"Harbin": 1, "Wang Yi": 1}
+    latest = store.update_article(report("a1-v4", day=0.8, names=(("Harbin", "GPE"), ("Li Qiang", "PERSON"))),
+                                  update_of="a1-v3")
+    assert {e["canonical"]: e["count"] for e in latest.story["top_entities"]} == {"Harbin": 1, "Li Qiang": 1}
+    assert latest.story["article_count"] == 1
+
+
 def test_a_bare_headline_joins_and_is_updated_with_the_story_names_it_spells_out(store):
     created, _ = store.assign([report("a1"), report("a2", day=0.1)])
     bare = ClusterInput("h1", "Harbin warehouse fire: Li Qiang orders inquiry", None, "outlet-b",

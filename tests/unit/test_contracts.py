@@ -199,10 +199,13 @@ def test_tls_files_must_exist_at_start_and_reach_the_clients_as_paths(monkeypatc
     ({"SW_HEARTBEAT_FILE": ""}, "SW_HEARTBEAT_FILE:"),
     ({"SW_KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "SW_KAFKA_SASL_MECHANISM": "PLAIN",
       "SW_KAFKA_SASL_PASSWORD": "s3cr3t"}, "needs SW_KAFKA_SASL_MECHANISM, SW_KAFKA_SASL_USERNAME"),
+    ({"SW_DEDUP_WINDOW_S": "inf"}, "SW_DEDUP_WINDOW_S:"),
+    ({"SW_STORY_WINDOW_S": "1e16"}, "SW_STORY_WINDOW_S:"),
 ])
 def test_settings_that_would_fail_later_in_a_client_exit_2_at_start(env, named):
     """A heartbeat the Kafka client refuses, a port redis-py cannot read, an empty heartbeat path, SASL without
-    credentials: each used to end a started worker with a traceback (or look like an unreachable broker)."""
+    credentials, a window whose TTL Redis refuses (or Python cannot make an integer): each used to end a started
+    worker with a traceback, look like an unreachable broker, or fail every batch as a Redis outage."""
     result = subprocess.run([sys.executable, "-m", "worker.cli", "check"], capture_output=True, text=True, timeout=60,
                             env={**os.environ, **env})
     assert result.returncode == 2 and named in result.stderr, result.stderr

@@ -20,8 +20,9 @@ touch any of them (Redis Cluster safe). Layout:
     active           zset story id -> last seen, for closing stories that left the window
     closing          zset story id -> its closed version, for closed stories whose story_closed event is not yet
                      confirmed published
-    art:<id>         JSON {"change", "entities"}: the change recorded for an article id (idempotency), and
-                     "replaced_by": the update that replaced this version of an article in its story
+    art:<id>         JSON {"change", "entities", "time"}: the change recorded for an article id (idempotency), the
+                     entity weights it added to its story, its event time, and "replaced_by": the update that
+                     replaced this version of an article in its story
 
 A batch is decided in Python from one snapshot (read in a few pipelined round trips) exactly as if its
 articles came one by one, then committed by one Lua script that first checks what the decisions rest on has
@@ -197,10 +198,14 @@ class StoryStore:
         return self._change_existing(article_id, duplicate_of, event_time, "duplicate_seen", apply)
 
     def update_article(self, item: ClusterInput, update_of: str) -> StoryChange:
-        """Same canonical URL, new content: stays in the earlier article's story, its entities re-counted."""
+        """Same canonical URL, new content: stays in the earlier article's story, its entities re-counted. An
+        older version that arrives after the one the story holds (published before it) changes nothing in the
+        story: the newer one stays (as the dedup index keeps the newest version of a URL)."""
         features = self._weighed(item)
 
-        def apply(story: dict, original: dict, replaced: str) -> tuple[dict, dict]:
+        def apply(story: dict, original: dict, replaced: str) -> tuple[dict, dict | None]:
+            if item.event_time < original.get("time", -math.inf):
+                return dict(story), None
             named = cluster.with_story_names(features, story, self.config)
             state = cluster.replace_article(story, original["entities"], item, named, self.config, replaced)
             return state, named.entity_vector
@@ -388,7 +393,7 @@ class StoryStore:
             snap.emb_count_delta += 1
         change = self._change(state, action, item.article_id, decision.score, decision.runner_up,
                               decision.shared_entities)
-        return {"change": change.to_dict(), "entities": features.entity_vector}
+        return {"change": change.to_dict(), "entities": features.entity_vector, "time": item.event_time}
 
     @staticmethod
     def _unused_story_id(article_id: str, snap: _Snapshot) -> str:
@@ -481,16 +486,16 @@ class StoryStore:
             if raw is None:
                 raise UnknownArticle(f"story {story_id!r} of {original_id!r} has expired")
             story = json.loads(raw)
-            state, entities = apply(story, record, held)
+            state, entities = apply(story, record, held)  # entities None: replaces nothing (an older version)
             state["version"] = story["version"] + 1
             change = self._change(state, action, article_id, None, None, [])
             plan = self._plan()
             plan["absent"] = [self._article_key(article_id)]
             plan["versions"] = [[self._story_version_key(story_id), story["version"]]]
             self._set_story(plan, state)
-            plan["set"].append([self._article_key(article_id), json.dumps({"change": change.to_dict(),
-                                                                           "entities": entities})])
-            if replaces:  # checked by the story's version: a concurrent update of this story makes us read again
+            plan["set"].append([self._article_key(article_id), json.dumps(
+                {"change": change.to_dict(), "entities": entities or {}, "time": event_time})])
+            if replaces and entities is not None:  # checked by the story's version: a concurrent update reads again
                 plan["set"].append([self._article_key(held), json.dumps({**record, "replaced_by": article_id})])
             if not state.get("closed"):
                 plan["zadd"] = [[self._key("active"), repr(state["last_seen"]), story_id]]
