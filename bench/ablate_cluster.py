@@ -3,7 +3,8 @@
 Runs the real batch path (validation, dedup, clustering on Redis) with one `ClusterConfig` variant at a time and
 scores the decisions with ../shared/tools/score.py (pairwise and BCubed P/R/F1, stories predicted vs gold).
 NER and lead embeddings do not depend on the configuration, so they are computed once per article and cached
-in `.cache/ablate/` (delete it after changing the models); every variant then costs only the clustering.
+in `.cache/ablate/`, in files named by a hash of the code that produces them (entity canonicalisation and text
+normalisation included: a cache written by other code is not read); every variant then costs only the clustering.
 
     python bench/ablate_cluster.py                       # every variant on every set
     python bench/ablate_cluster.py --variants full no_years --sets ecbplus_story_clusters
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import pickle
 import sys
@@ -88,8 +90,18 @@ def measuring_setup(cache: str) -> tuple[Settings, object, DiskMemo, DiskMemo] |
         return None
     sys.path.insert(0, str(SHARED / "tools"))
     settings = Settings()
-    return (settings, _redis(settings), DiskMemo(Path(cache) / "entities.pkl", lambda: EntityExtractor().extract),
-            DiskMemo(Path(cache) / "embeddings.pkl", lambda: Embedder().embed))
+    entities = Path(cache) / f"entities-{_code_stamp('entities.py', 'normalize.py')}.pkl"
+    embeddings = Path(cache) / f"embeddings-{_code_stamp('embedding.py')}.pkl"
+    return (settings, _redis(settings), DiskMemo(entities, lambda: EntityExtractor().extract),
+            DiskMemo(embeddings, lambda: Embedder().embed))
+
+
+def _code_stamp(*core_modules: str) -> str:
+    """A short hash of the worker/core modules whose code decides a cached output."""
+    digest = hashlib.sha256()
+    for name in core_modules:
+        digest.update((ROOT / "worker" / "core" / name).read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def main() -> int:
