@@ -24,6 +24,7 @@ from .adapters.dedup_index import DedupIndex
 from .adapters.story_store import StoreConflict, StoryStore, UnknownArticle
 from .core.cluster import ClusterConfig, ClusterInput, StoryChange
 from .core.dedup import DedupInput, DedupOutcome
+from .core.entities import MAX_FIELD_CHARS as _NER_FIELD_CHARS
 from .core.entities import Entity, EntityExtractor, relocate
 from .core.normalize import article_id_for, canonical_url
 from .errors import DependencyUnavailable, InvalidMessage, WorkerBroken
@@ -36,6 +37,9 @@ log = structlog.get_logger()
 _DAY = 86400
 _BATCH_TTL = 7 * _DAY
 # A plain article the models must handle: when they fail on it too, the worker is broken, not the message
+# A chunk of NER holds at most this many characters: 32 articles of 100,000 characters (the most of a field the
+# model reads) took 3.3 GB and a minute between heartbeats.
+_NER_CHUNK_CHARS = 400_000
 _PROBE = ("Storm closes harbour", "The harbour master of Penwick closed the outer quay on Monday after a storm.")
 
 
@@ -102,11 +106,13 @@ class Pipeline:
         config = cluster_config or (ClusterConfig() if settings.story_embeddings else ClusterConfig(embed_weight=0.0))
         self.stories = StoryStore(client, namespace, story_ttl, settings.story_window_s, config=config,
                                   embedder=embedder, embedding_threads=settings.embedding_threads,
-                                  frequencies_ttl_seconds=None if live else _BATCH_TTL, epoch_ids=live)
+                                  frequencies_ttl_seconds=None if live else _BATCH_TTL, epoch_ids=live,
+                                  progress=self._beat)
         self.decisions = DecisionLog(client, namespace, dedup_ttl)
         self.client = client
-        # Called after each NER chunk (`ner_batch_size` articles): NER time grows with the length of the texts,
-        # so a batch of long articles beats the liveness heartbeat while it is tagged, not only between batches.
+        # Called between stages, after each NER chunk and for each article clustered: their time grows with the
+        # length of the texts, so a batch of long articles beats the liveness heartbeat while it is processed,
+        # not only between batches.
         self._progress = progress or (lambda: None)
         self._last_time: float | None = None
         self._pending_since: dict[str, float] = {}  # originals of duplicates not decided yet (another replica)
@@ -284,8 +290,10 @@ class Pipeline:
             fresh.sort(key=lambda it: it.event_time)
         if fresh:
             self.deduplicate(fresh)
+            self._beat()
             self.enrich(fresh)
             self.cluster(fresh)
+            self._beat()
             self.record(fresh, results)
         for index, original in repeats:
             results[index] = Result(decision=results[original.index].decision, redelivered=True)
@@ -379,16 +387,18 @@ class Pipeline:
                 it.skipped_language = lang
                 continue
             to_tag.append(it)
-        step = self.settings.ner_batch_size
-        for start in range(0, len(to_tag), step):
-            chunk = to_tag[start:start + step]
+        for chunk in _ner_chunks(to_tag, self.settings.ner_batch_size):
             for it, ents in zip(chunk, self.extractor.extract([(it.article.title, it.article.text or "")
                                                                for it in chunk])):
                 it.entities = ents
-            try:
-                self._progress()
-            except Exception as exc:  # noqa: BLE001 - a heartbeat fault is no property of the articles (poison)
-                log.warning("progress_failed", reason=repr(exc))
+            self._beat()
+
+    def _beat(self) -> None:
+        """The progress callback (touching the heartbeat file costs microseconds)."""
+        try:
+            self._progress()
+        except Exception as exc:  # noqa: BLE001 - a heartbeat fault is no property of the articles (poison)
+            log.warning("progress_failed", reason=repr(exc))
 
     def _originals(self, items: list[_Item]) -> tuple[dict[str, list[Entity]], dict[str, str | None]]:
         """Entities of every original a duplicate or an update in the batch points at (this batch or stored),
@@ -516,6 +526,21 @@ def _redis_failures():
         raise DependencyUnavailable(f"Redis unavailable: {type(exc).__name__}: {exc}") from exc
     except StoreConflict as exc:
         raise DependencyUnavailable(f"story state kept changing under this batch: {exc}") from exc
+
+
+def _ner_chunks(items: list[_Item], size: int) -> list[list[_Item]]:
+    """Chunks of at most `size` articles and `_NER_CHUNK_CHARS` characters (of what the model reads): the model's
+    memory and the time between two heartbeats follow the characters of a chunk, not its articles."""
+    chunks: list[list[_Item]] = []
+    chars = 0
+    for it in items:
+        length = len(it.article.title) + min(len(it.article.text or ""), _NER_FIELD_CHARS)
+        if not chunks or len(chunks[-1]) >= size or chars + length > _NER_CHUNK_CHARS:
+            chunks.append([])
+            chars = 0
+        chunks[-1].append(it)
+        chars += length
+    return chunks
 
 
 def _stream_letters(results: list[Result]) -> list[SourceRecord]:

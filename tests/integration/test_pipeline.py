@@ -271,6 +271,28 @@ def test_an_update_after_a_dead_lettered_update_updates_the_version_before_it(pi
     assert updated.events[0].story.article_count == 1
 
 
+def test_a_published_decision_keeps_no_events_and_a_redelivery_emits_none(pipeline):
+    """The events repeat the decision's entities: kept after publishing, they doubled a record kept for days."""
+    first = pipeline.process(incoming([article(1)]))
+    assert pipeline.decisions.load(["a1"])["a1"]["events"]  # not published yet: a redelivery sends them
+    pipeline.confirm_published(first)
+    assert pipeline.decisions.load(["a1"])["a1"]["events"] == []
+    again = pipeline.process(incoming([article(1)]))[0]
+    assert again.decision == first[0].decision and again.events == [] and again.redelivered
+
+
+def test_ner_runs_in_chunks_bounded_by_articles_and_characters():
+    from worker.pipeline import _NER_CHUNK_CHARS, _ner_chunks
+
+    def item(chars):
+        return SimpleNamespace(article=SimpleNamespace(title="t", text="x" * chars))
+
+    assert [len(c) for c in _ner_chunks([item(10)] * 70, 32)] == [32, 32, 6]
+    assert [len(c) for c in _ner_chunks([item(_NER_CHUNK_CHARS // 5)] * 7, 32)] == [4, 3]
+    # the model reads 100,000 characters of a text: a longer one counts that much
+    assert [len(c) for c in _ner_chunks([item(10 * _NER_CHUNK_CHARS)] * 5, 32)] == [3, 2]
+
+
 def test_an_id_twice_in_a_batch_whose_decision_was_stored_but_not_published_goes_out_once(pipeline):
     """A worker decided it and was killed before publishing; the producer had sent it twice."""
     first = pipeline.process(incoming([article(1)]))
@@ -352,7 +374,8 @@ def test_non_english_articles_skip_ner_but_are_clustered(pipeline):
 
 
 def test_a_batch_is_tagged_in_chunks_each_reporting_progress(redis_client):
-    """NER time grows with the texts: the liveness heartbeat beats after each chunk, not only between batches."""
+    """NER and clustering time grow with the texts: the liveness heartbeat beats after each chunk and for each
+    article clustered, not only between batches."""
     beats = []
     pipeline = Pipeline(Settings(ner_batch_size=2), redis_client, f"test-{uuid.uuid4().hex[:8]}", live=False,
                         extractor=FakeExtractor(), progress=lambda: beats.append(len(pipeline.extractor.calls)))
@@ -362,7 +385,8 @@ def test_a_batch_is_tagged_in_chunks_each_reporting_progress(redis_client):
                         f"after {n + 2} months of debate among {30 + n} residents.") for n, topic in enumerate(topics)]
         results = pipeline.process(incoming(docs))
         assert [len(call) for call in pipeline.extractor.calls] == [2, 2, 1]
-        assert beats == [1, 2, 3]
+        # after dedup, after each NER chunk, for each article weighed and assigned (5 + 5), after clustering
+        assert beats == [0, 1, 2, 3] + [3] * 11
         assert [[e.canonical for e in r.decision.entities] for r in results] == [[f"Town{n}"] for n in range(5)]
     finally:
         pipeline.drop_state()

@@ -140,6 +140,18 @@ def test_two_updates_naming_one_version_replace_the_version_the_story_holds(stor
     assert later.story["article_count"] == 1
 
 
+def test_progress_is_reported_for_each_article_weighed_and_assigned(client):
+    """The worker's liveness heartbeat: a batch of long texts spends minutes here."""
+    calls = []
+    store = StoryStore(client, "test-" + uuid.uuid4().hex, ttl_seconds=3600, window_seconds=WINDOW,
+                       progress=lambda: calls.append(1))
+    try:
+        store.assign([report(f"a{i}", day=i * 0.01) for i in range(5)])
+        assert len(calls) == 10
+    finally:
+        store.drop()
+
+
 def test_an_older_version_arriving_late_leaves_the_newer_one_in_the_story(store):
     """Versions of one URL published at 08:00 and 12:00, the 12:00 one read first: the story keeps it (as the
     dedup index keeps the newest version of a URL), and a later version still replaces it."""

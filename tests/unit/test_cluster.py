@@ -464,3 +464,9 @@ def test_unspaced_text_gives_character_pairs_as_terms():
     from worker.core.cluster import terms_of
 
     assert terms_of("上海推广 policy shifts") == ["上海", "海推", "推广", "policy", "shift"]
+
+
+def test_a_run_of_glued_text_is_no_term():
+    from worker.core.cluster import terms_of
+
+    assert terms_of("storm " + "x" * 41 + " harbour " + "y" * 40) == ["storm", "harbour", "y" * 40]

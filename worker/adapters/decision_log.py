@@ -68,8 +68,9 @@ class DecisionLog:
         pipe.execute()
 
     def mark_published(self, records: dict[str, dict]) -> None:
-        """After the broker acknowledged their events: a later redelivery then emits nothing."""
-        self.save({a: {**r, "published": True} for a, r in records.items()})
+        """After the broker acknowledged their events: a later redelivery then emits nothing, so the events are
+        not kept (they repeat the decision's entities: half the record)."""
+        self.save({a: {**r, "published": True, "events": []} for a, r in records.items()})
 
     def letters_published(self, sources: Sequence[SourceRecord]) -> set[tuple]:
         """(topic, partition, offset, timestamp) of the given input records whose dead letter was acknowledged."""

@@ -118,7 +118,7 @@ class _Snapshot:
 class StoryStore:
     def __init__(self, client: redis.Redis, namespace: str, ttl_seconds: int | None, window_seconds: float,
                  config: ClusterConfig | None = None, embedder=None, embedding_threads: int | None = None,
-                 frequencies_ttl_seconds: int | None = None, epoch_ids: bool = True):
+                 frequencies_ttl_seconds: int | None = None, epoch_ids: bool = True, progress=None):
         """`ttl_seconds`: every key expires this long after its last write (0/None: never); the document
         frequencies, read for up to two generations after a write, by default two generations after theirs
         (`frequencies_ttl_seconds` overrides it: a batch run's namespace holds nothing for longer than a week).
@@ -126,8 +126,11 @@ class StoryStore:
         `epoch_ids`: the ids of the stories founded carry the namespace's epoch, a token created with its first
         story and again once Redis lost its data, so that a story founded again then (its founder redelivered)
         never takes the id, and with it the versions consumers already hold, of the story lost. Off, an id
-        depends on its founder's id alone: a batch run (one namespace each) gives the same ids every time."""
+        depends on its founder's id alone: a batch run (one namespace each) gives the same ids every time.
+
+        `progress`: called for each article weighed and assigned (a liveness heartbeat: long texts take long)."""
         self.redis = client
+        self._progress = progress or (lambda: None)
         # Sentence embeddings of the leads (worker.core.embedding): built on first need when the config weighs
         # them and the caller did not attach `ClusterInput.embedding` itself; nothing loads before that.
         self._embedder = embedder
@@ -300,10 +303,14 @@ class StoryStore:
         fresh = [i for i in items if i.article_id not in done]
         if not fresh:
             return [StoryChange.from_dict(done[i.article_id]["change"]) for i in items]
-        features = {i.article_id: cluster.article_features(i, self.config) for i in fresh}
+        features = {}
+        for item in fresh:
+            features[item.article_id] = cluster.article_features(item, self.config)
+            self._progress()
         snapshot = self._read_snapshot(fresh, features, floors)
         snapshot.ids_taken = taken
         for item in fresh:
+            self._progress()
             if item.article_id not in snapshot.changes:
                 snapshot.now = max(snapshot.now, floors.get(item.article_id, -math.inf))
                 snapshot.changes[item.article_id] = self._assign_one(item, features[item.article_id], snapshot)

@@ -157,8 +157,11 @@ def stem(word: str) -> str:
     return word
 
 
+_LONGEST_TERM = 40  # a longer "word" is a run of glued text (a 200,000-character one bloated every state it entered)
+
+
 def terms_of(text: str) -> list[str]:
-    """Content words, stemmed; in unspaced scripts, each pair of neighbouring characters (Chinese and Japanese
+    """Content words, stemmed, of 3 to 40 characters; in unspaced scripts, each pair of neighbouring characters (Chinese and Japanese
     words are mostly two characters long; character bigrams are the usual index terms for such text)."""
     out: list[str] = []
     previous = ""
@@ -169,7 +172,7 @@ def terms_of(text: str) -> list[str]:
             previous = w
             continue
         previous = ""
-        if len(w) > 2 and w not in _STOPWORDS and not any(c.isdigit() for c in w):
+        if 2 < len(w) <= _LONGEST_TERM and w not in _STOPWORDS and not any(c.isdigit() for c in w):
             out.append(stem(w))
     return out
 

@@ -21,7 +21,7 @@ from worker.core.normalize import normalize_text
 NUMERIC_LABELS = frozenset({"DATE", "TIME", "CARDINAL", "ORDINAL", "MONEY", "PERCENT", "QUANTITY"})
 
 _MODEL_EXCLUDE = ["tok2vec", "tagger", "parser", "attribute_ruler", "lemmatizer", "senter"]
-_MAX_FIELD_CHARS = 100_000  # NER time is linear in length; the lead of a news text carries its entities
+MAX_FIELD_CHARS = 100_000  # NER time is linear in length; the lead of a news text carries its entities
 
 # One-for-one replacements only: the view must keep every offset of the raw text.
 _ASCII_VIEW = str.maketrans({
@@ -101,26 +101,36 @@ def canonical_names(mentions: Sequence[tuple[str, str]]) -> list[str]:
         frequency[key] += 1
         if key not in display or (display[key].isupper() and not name.isupper()):
             display[key] = name
-    by_label: dict[str, list[tuple[str, ...]]] = defaultdict(list)
+    # Each person's name under every shorter name it extends (its proper prefixes and suffixes), in first-seen
+    # order: a name's longer forms are one lookup, not a scan of every name (8,000 people took 3.8 s).
+    extensions: dict[tuple[str, ...], list[tuple[str, ...]]] = defaultdict(list)
     for label, folded in display:
-        by_label[label].append(tuple(folded.split()))
+        if label != "PERSON":
+            continue
+        tokens = tuple(folded.split())
+        for cut in range(1, len(tokens)):
+            for part in dict.fromkeys((tokens[:cut], tokens[-cut:])):
+                extensions[part].append(tokens)
 
     def longer_form(label: str, tokens: tuple[str, ...]) -> tuple[str, ...]:
         if label != "PERSON":
             return tokens
-        fits = [other for other in by_label[label] if len(other) > len(tokens)
-                and (other[:len(tokens)] == tokens or other[-len(tokens):] == tokens)
-                and (other[-1] not in _GENERATION or tokens[-1] in _GENERATION)]
+        fits = [other for other in extensions.get(tokens, ())
+                if other[-1] not in _GENERATION or tokens[-1] in _GENERATION]
         if not fits:
             return tokens
-        return max(fits, key=lambda t: frequency[(label, " ".join(t))])  # ties: the first seen (`by_label` order)
+        return max(fits, key=lambda t: frequency[(label, " ".join(t))])  # ties: the first seen
 
+    canonical: dict[tuple[str, str], str] = {}
     out = []
     for name, (_, label) in zip(names, mentions):
-        target, longer = None, tuple(name.casefold().split())
-        while longer != target:  # to the end of the chain: "Kim" -> "Kim Jong" -> "Kim Jong Un" (longer each step)
-            target, longer = longer, longer_form(label, longer)
-        out.append(display[(label, " ".join(target))])
+        key = (label, name.casefold())
+        if key not in canonical:
+            target, longer = None, tuple(key[1].split())
+            while longer != target:  # to the end of the chain: "Kim" -> "Kim Jong" -> "Kim Jong Un" (longer each step)
+                target, longer = longer, longer_form(label, longer)
+            canonical[key] = display[(label, " ".join(target))]
+        out.append(canonical[key])
     return out
 
 
@@ -135,7 +145,7 @@ class EntityExtractor:
 
     def extract(self, docs: Sequence[tuple[str, str]]) -> list[list[Entity]]:
         """(title, text) per article -> entities of both fields; labels are the model's OntoNotes labels."""
-        fields = [(field, (value or "")[:_MAX_FIELD_CHARS])
+        fields = [(field, (value or "")[:MAX_FIELD_CHARS])
                   for title, text in docs for field, value in (("title", title), ("text", text))]
         parsed = self._nlp.pipe((ner_view(value) for _, value in fields), batch_size=self.batch_size)
         raw_spans: list[list[tuple[str, int, int, str, str]]] = [[] for _ in docs]
