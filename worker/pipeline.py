@@ -117,7 +117,6 @@ class Pipeline:
         self._last_time: float | None = None
         self._pending_since: dict[str, float] = {}  # originals of duplicates not decided yet (another replica)
         self._redis_run_id: str | None = None
-        self._deduplicated: dict[str, DedupOutcome] = {}  # the outcomes of the last dedup stage
         self._process_id = uuid.uuid4().hex  # tells this process's attempts at a message from a stopped one's
 
     def process(self, batch: list[Incoming]) -> list[Result]:
@@ -169,7 +168,16 @@ class Pipeline:
                 waiting.append(index)
         for index in waiting:  # still pending: another replica holds the original (the batch is retried)
             results[index] = self._process_alone(batch[index])
-        return [result for index in range(len(batch)) for result in results[index]]
+        out: list[Result] = []
+        decided: set[str] = set()
+        for result in (result for index in range(len(batch)) for result in results[index]):
+            article = result.decision.id if not result.dead_letter else None
+            if article in decided:  # an id twice: its events go out once, with the first (as in `_replay_known`)
+                result = Result(decision=result.decision, redelivered=True)
+            elif article:
+                decided.add(article)
+            out.append(result)
+        return out
 
     def _without_letters_published(self, results: list[Result]) -> list[Result]:
         """A message dead-lettered before (its batch retried or redelivered) is not dead-lettered again."""
@@ -193,11 +201,11 @@ class Pipeline:
             # its count stays: a batch retried, or the record redelivered, does not run it again
             return self._poison(msg, f"the worker stopped {stopped} times while processing this message alone "
                                      "(killed, out of memory, or its models broke): not processed again")
-        self._deduplicated = {}
         try:
             with _redis_failures():
                 results = self._process([msg])
         except DependencyUnavailable:
+            self.abandon([msg.source])  # given up alive, for now: it stopped no worker
             raise
         except Exception as exc:  # noqa: BLE001 - the poison message itself, unless the models broke
             if not self._models_work():
@@ -208,6 +216,17 @@ class Pipeline:
             with _redis_failures():
                 self.decisions.finish_alone(msg.source)
         return results
+
+    def abandon(self, sources: list[SourceRecord]) -> None:
+        """Live: this process gives these records up alive (a retry, their partition moved, a stop in an outage):
+        the next to begin them must not count it as a worker they stopped. Best effort: in a Redis outage the
+        marks stay, and the next worker runs the batch one message at a time."""
+        if not self.live or not sources:
+            return
+        try:
+            self.decisions.abandon(sources, self._process_id)
+        except (redis.RedisError, redis.exceptions.RedisClusterException) as exc:
+            log.warning("abandon_unrecorded", records=len(sources), reason=f"{type(exc).__name__}: {exc}")
 
     def _poison(self, msg: Incoming, reason: str) -> list[Result]:
         """A valid or invalid message dead-lettered because processing it failed (error class `processing`)."""
@@ -231,18 +250,23 @@ class Pipeline:
     def _record_poison(self, msg: Incoming, decision: Decision) -> None:
         """A valid article that made processing fail may already hold its dedup claim: its copies and updates
         would wait for its decision (`_originals`) each time. Its record, marked dead-lettered, tells them it
-        will never come (they go on without it); a redelivery of the article itself ignores it."""
+        will never come (they go on without it); a redelivery of the article itself ignores it. When dedup had
+        found it an update, the record keeps the version it updated (a dead one's, if that one was dead too):
+        its own updates update that one."""
         try:
             article = parse_article(msg.value, max_bytes=self.settings.max_message_bytes,
                                     max_text_chars=self.settings.max_text_chars)
         except InvalidMessage:
             return
+        aid = article_id(article)
         record = {**self._record(Result(decision=decision)), "dead_lettered": True}
-        dedup = self._deduplicated.get(article_id(article))
-        if dedup is not None and dedup.update_of:  # its updates are updates of the version before it
-            record["update_of"] = dedup.update_of
         with _redis_failures():
-            self.decisions.save({article_id(article): record})
+            stored = self.dedup.stored_outcome(aid, self._event_time(article, msg, dt.datetime.now(dt.timezone.utc)))
+            update_of = stored.update_of if stored is not None else None
+            if update_of:
+                before = self.decisions.load([update_of]).get(update_of) or {}
+                record["update_of"] = before.get("update_of") if before.get("dead_lettered") else update_of
+            self.decisions.save({aid: record})
 
     def confirm_published(self, results: list[Result], sources: list[SourceRecord] = ()) -> None:
         """Record that the batch's events and dead letters are acknowledged, so a redelivery emits nothing new,
@@ -363,7 +387,6 @@ class Pipeline:
             for it in items])
         for it, outcome in zip(items, outcomes):
             it.dedup = outcome
-        self._deduplicated = {it.article_id: it.dedup for it in items}  # a poison article's record keeps its own
 
     def enrich(self, items: list[_Item]) -> None:
         """NER for new English articles; duplicates reuse their original's entities, but for the copies of a

@@ -170,6 +170,7 @@ class StreamWorker:
                 give_up_at = give_up_at or time.monotonic() + self.settings.shutdown_deadline_s
                 if time.monotonic() >= give_up_at:
                     log.warning("batch_abandoned_at_shutdown", records=len(records))
+                    self.pipeline.abandon([_incoming(r).source for r in records])
                     break
             # back off; when stopping, until the deadline (a stop request no longer cuts the wait short)
             wait = delay if give_up_at is None else min(delay, give_up_at - time.monotonic())
@@ -182,6 +183,8 @@ class StreamWorker:
                 # of those assigned again, so their records stay in the batch. Only partitions now owned by
                 # another member are dropped: it reads them again from the last commit.
                 owned = consumer.assignment()
+                self.pipeline.abandon([_incoming(r).source for r in records
+                                       if TopicPartition(r.topic, r.partition) not in owned])
                 records = [r for r in records if TopicPartition(r.topic, r.partition) in owned]
                 returned |= rebalances.revoked & owned
                 rebalances.revoked.clear()

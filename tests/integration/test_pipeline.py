@@ -12,6 +12,8 @@ import redis as redis_lib
 from kafka.structs import TopicPartition
 
 from worker.batch import run_batch
+from worker.core.dedup import DedupInput
+from worker.core.normalize import canonical_url
 from worker.core.entities import Entity
 from worker.errors import WorkerBroken
 from worker.models import SourceRecord
@@ -291,6 +293,84 @@ def test_ner_runs_in_chunks_bounded_by_articles_and_characters():
     assert [len(c) for c in _ner_chunks([item(_NER_CHUNK_CHARS // 5)] * 7, 32)] == [4, 3]
     # the model reads 100,000 characters of a text: a longer one counts that much
     assert [len(c) for c in _ner_chunks([item(10 * _NER_CHUNK_CHARS)] * 5, 32)] == [3, 2]
+
+
+def _one(doc: dict, offset: int) -> list[Incoming]:
+    return [Incoming(value=json.dumps(doc).encode(), source=SourceRecord(topic="t", partition=0, offset=offset,
+                                                                          timestamp=None))]
+
+
+def test_an_update_that_stopped_workers_and_one_after_a_dead_update_still_update_the_live_version(redis_client):
+    """x, then u1 which kills workers (dead-lettered unrun by the crash limit), then u2, dead-lettered too (it
+    makes processing fail), then u3: u3 replaces x in x's story; nothing is counted as a second article."""
+    namespace = f"test-{uuid.uuid4().hex[:8]}"
+    x = article(1)
+    u1 = {**x, "id": "u1", "title": "KILLS Town1 ferry timetable", "text": x["text"] + " One.",
+          "published_at": "2026-03-11T09:00:00Z"}
+    u2 = {**u1, "id": "u2", "title": "POISON Town1 ferry timetable", "text": x["text"] + " Two.",
+          "published_at": "2026-03-11T10:00:00Z"}
+    u3 = {**u1, "id": "u3", "title": "Town1 ferry timetable again", "text": x["text"] + " Three.",
+          "published_at": "2026-03-11T11:00:00Z"}
+
+    class Both(Killer):
+        def extract(self, docs):
+            if any("POISON" in title for title, _ in docs):
+                raise ValueError("model cannot handle this text")
+            return super().extract(docs)
+
+    def worker() -> Pipeline:
+        return Pipeline(Settings(), redis_client, namespace, live=True, extractor=Both())
+
+    try:
+        created = worker().process(_one(x, 0))[0]
+        for _ in range(3):
+            with pytest.raises(Killed):
+                worker().process(_one(u1, 1))
+        assert "stopped 2 times" in worker().process(_one(u1, 1))[0].dead_letter.reason
+        assert worker().process(_one(u2, 2))[0].dead_letter.error_class == "processing"
+        updated = worker().process(_one(u3, 3))[0]
+        assert updated.decision.update_of == "a1" and updated.decision.story_id == created.decision.story_id
+        assert [(e.event, e.story.article_count) for e in updated.events] == [("article_updated", 1)]
+    finally:
+        worker().drop_state()
+
+
+def test_an_id_twice_in_a_batch_run_one_message_at_a_time_goes_out_once(redis_client):
+    """After a stopped worker, or because of a poison message, the batch runs one message at a time: the second
+    copy of an id replays the first's record, and must not send its events again."""
+    namespace = f"test-{uuid.uuid4().hex[:8]}"
+    batch = incoming([article(1), article(1), article(2, title="POISON x")])
+    pipeline = Pipeline(Settings(), redis_client, namespace, live=True, extractor=FakeExtractor())
+    try:
+        results = pipeline.process(batch)
+        assert [(len(r.events), r.redelivered) for r in results[:2]] == [(1, False), (0, True)]
+    finally:
+        pipeline.drop_state()
+
+
+def test_a_message_a_live_worker_gave_up_is_not_counted_against_it(redis_client):
+    """A copy waits for its original, being decided by another replica; three live workers in turn give its
+    batch up (the retry, then the partition moved). None of them stopped: the fourth decides it."""
+    namespace = f"test-{uuid.uuid4().hex[:8]}"
+    original = article(1)
+    copy = {**original, "id": "copy", "url": "https://mirror.example/1", "published_at": "2026-03-11T09:00:00Z"}
+    holder = Pipeline(Settings(), redis_client, namespace, live=True, extractor=FakeExtractor())
+    try:
+        holder.dedup.check_and_insert([DedupInput("a1", canonical_url(original["url"]), original["title"],
+                                                  original["text"], 1773129600.0)])
+        poison = _one({**article(2), "title": "POISON y"}, 1)  # so that the batch runs one message at a time
+        batch = _one(copy, 0) + poison
+        for _ in range(3):
+            gave_up = Pipeline(Settings(), redis_client, namespace, live=True, extractor=FakeExtractor())
+            with pytest.raises(OriginalPending):
+                gave_up.process(batch)
+            gave_up.abandon([m.source for m in batch])  # as the stream does when the partition moves
+        holder.process(incoming([original]))
+        fourth = Pipeline(Settings(), redis_client, namespace, live=True, extractor=FakeExtractor())
+        decided = fourth.process(batch)[0]
+        assert decided.dead_letter is None and decided.decision.duplicate_of == "a1"
+    finally:
+        holder.drop_state()
 
 
 def test_an_id_twice_in_a_batch_whose_decision_was_stored_but_not_published_goes_out_once(pipeline):

@@ -89,6 +89,9 @@ class Replaying:
     def confirm_published(self, results, sources=()):
         pass
 
+    def abandon(self, sources):
+        self.abandoned = getattr(self, "abandoned", []) + [(s.partition, s.offset) for s in sources]
+
 
 def test_a_batch_retried_after_deciding_counts_its_articles_once_as_decided():
     records = [SimpleNamespace(topic="in", partition=0, offset=n, value=b"{}", key=None, headers=[], timestamp=0)
@@ -134,6 +137,26 @@ def test_a_partition_that_moved_during_the_retry_is_left_to_its_new_owner_to_com
     worker._handle(consumer, records, SimpleNamespace(revoked=set()))
     committed, = consumer.commits
     assert {tp.partition: meta.offset for tp, meta in committed.items()} == {0: 8}
+
+
+def test_records_of_a_partition_revoked_during_the_wait_are_given_up_as_abandoned_not_stopped():
+    """Their new owner must not count this live worker as one that stopped with them (the crash guard)."""
+    records = [SimpleNamespace(topic="in", partition=p, offset=7, value=b"{}", key=None, headers=[], timestamp=0)
+               for p in (0, 1)]
+    pipeline = Replaying()
+    worker = StreamWorker(Settings(retry_initial_s=0.01), pipeline=pipeline, publisher=PublisherAwayOnce())
+    worker._handle(Consumer(owned=(0,)), records, SimpleNamespace(revoked={TopicPartition("in", 1)}))
+    assert pipeline.abandoned == [(1, 7)]
+
+
+def test_a_batch_given_up_at_a_stop_in_an_outage_is_abandoned_not_stopped():
+    record = SimpleNamespace(topic="in", partition=0, offset=3, value=b"{}", key=None, headers=[], timestamp=0)
+    pipeline = RedisDownForAWhile(60)
+    worker = StreamWorker(Settings(retry_initial_s=0.01, retry_max_s=0.05, shutdown_deadline_s=0.2),
+                          pipeline=pipeline, publisher=SimpleNamespace(publish=list))
+    worker.request_stop()
+    worker._handle(ConsumerWithLag(), [record], SimpleNamespace(revoked=set()))
+    assert pipeline.abandoned == [(0, 3)]
 
 
 class ConsumerRebalancedDuringTheWait(Consumer):
@@ -209,6 +232,9 @@ class RedisDownForAWhile:
 
     def confirm_published(self, results, sources=()):
         pass
+
+    def abandon(self, sources):
+        self.abandoned = getattr(self, "abandoned", []) + [(s.partition, s.offset) for s in sources]
 
 
 def test_stats_lines_keep_coming_while_a_batch_waits_out_an_outage():

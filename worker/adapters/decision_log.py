@@ -149,6 +149,18 @@ class DecisionLog:
             pipe.hdel(key, *fields)
         pipe.execute()
 
+    def abandon(self, sources: Sequence[SourceRecord], process_id: str) -> None:
+        """This process gave the records up alive (their partition moved, or a stop came in an outage): it did
+        not stop with them in hand."""
+        if not sources:
+            return
+        pipe = self._r.pipeline(transaction=False)
+        for topic, partition in _ranges(sources):
+            pipe.hdel(self._began_key(topic, partition), process_id)
+        for source in sources:
+            pipe.srem(self._began_alone + self._where(source), process_id)
+        pipe.execute()
+
     def _began_key(self, topic: str | None, partition: int | None) -> str:
         return f"{self._began}{topic}:{partition}"
 

@@ -355,6 +355,11 @@ class DedupIndex:
                 self.stats["regathers"] += 1
                 break
 
+    def stored_outcome(self, article_id: str, event_time: float) -> DedupOutcome | None:
+        """The outcome stored for an article decided at `event_time` (None when it was not)."""
+        raw = self._redis.hget(self._prefix + f"{self._gen(event_time)}:a", _ref(article_id))
+        return _decode_outcome(raw) if raw else None
+
     def drop(self) -> None:
         """Delete every key of the namespace (batch mode cleanup)."""
         for chunk in _chunks(self._redis.scan_iter(match=_glob_escape(self._prefix) + "*", count=1000), 500):

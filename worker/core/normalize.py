@@ -34,7 +34,7 @@ _INVISIBLE = re.compile("[\u200b-\u200f\u2060\ufeff\u00ad\u202a-\u202e\u2066-\u2
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _SPACES = re.compile(r"[ \t\r\f\v]+")
 _BLANK_LINES = re.compile(r"\n\s*\n+")
-_ASCII_WORD = re.compile(r"[^\W_]+(?:['.\-][^\W_]+)*")
+_PLAIN_WORD = re.compile(r"[^\W_]+(?:['.\-][^\W_]+)*")
 # Scripts written without spaces between words (Chinese characters, kana): each character is a word of its own,
 # so that content keys, shingles and headline words read such text as they read spaced text.
 SOLO_RANGES = ((0x3041, 0x3096), (0x309D, 0x309F), (0x30A1, 0x30FA), (0x30FC, 0x30FF), (0x3400, 0x4DBF),
@@ -58,6 +58,13 @@ def mark_ranges() -> tuple[tuple[int, int], ...]:
             else:
                 ranges.append((c, c))
     return tuple(ranges)
+
+
+@functools.cache
+def _special_bmp() -> frozenset[str]:
+    """The marks and unspaced-script characters of the Basic Multilingual Plane (30,000; about 3 MB)."""
+    return frozenset(chr(c) for first, last in (*SOLO_RANGES, *mark_ranges())
+                     for c in range(first, min(last, 0xFFFF) + 1))
 
 
 @functools.cache
@@ -158,7 +165,9 @@ def words(text: str) -> list[str]:
     folded = text.casefold()
     if "\u0307" in folded:  # "İstanbul" folds to "i̇stanbul": the dot of a capital İ is not a letter of its own
         folded = folded.replace("i\u0307", "i")
-    return (_ASCII_WORD if folded.isascii() else _word_pattern()).findall(folded)
+    if folded.isascii() or (_special_bmp().isdisjoint(folded) and max(folded) <= "\uffff"):
+        return _PLAIN_WORD.findall(folded)  # no mark, no unspaced script: the plain pattern is 3-5x faster
+    return _word_pattern().findall(folded)
 
 
 def article_id_for(url: str, text: str | None, title: str | None = None) -> str:
