@@ -205,7 +205,7 @@ class Pipeline:
             with _redis_failures():
                 results = self._process([msg])
         except DependencyUnavailable:
-            self.abandon([msg.source])  # given up alive, for now: it stopped no worker
+            self._unmark([msg.source])  # given up alive, for now (a retry): it stopped no worker
             raise
         except Exception as exc:  # noqa: BLE001 - the poison message itself, unless the models broke
             if not self._models_work():
@@ -218,9 +218,14 @@ class Pipeline:
         return results
 
     def abandon(self, sources: list[SourceRecord]) -> None:
-        """Live: this process gives these records up alive (a retry, their partition moved, a stop in an outage):
-        the next to begin them must not count it as a worker they stopped. Best effort: in a Redis outage the
-        marks stay, and the next worker runs the batch one message at a time."""
+        """This process gives a batch's records up alive (their partition moved, a stop in an outage): the next
+        to begin them must not count it as a worker they stopped, and the waits for originals start afresh."""
+        self._pending_since.clear()  # the originals its copies waited for: a later batch waits afresh
+        self._unmark(sources)
+
+    def _unmark(self, sources: list[SourceRecord]) -> None:
+        """Live: this process's crash-guard marks on the records taken back. Best effort: in a Redis outage they
+        stay, and the next worker runs the batch one message at a time."""
         if not self.live or not sources:
             return
         try:
