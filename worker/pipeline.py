@@ -205,7 +205,7 @@ class Pipeline:
             with _redis_failures():
                 results = self._process([msg])
         except DependencyUnavailable:
-            self._unmark([msg.source])  # given up alive, for now (a retry): it stopped no worker
+            self._unmark([msg.source], batch=False)  # given up alive, for now (a retry): it stopped no worker
             raise
         except Exception as exc:  # noqa: BLE001 - the poison message itself, unless the models broke
             if not self._models_work():
@@ -220,16 +220,19 @@ class Pipeline:
     def abandon(self, sources: list[SourceRecord]) -> None:
         """This process gives a batch's records up alive (their partition moved, a stop in an outage): the next
         to begin them must not count it as a worker they stopped, and the waits for originals start afresh."""
+        if not sources:
+            return
         self._pending_since.clear()  # the originals its copies waited for: a later batch waits afresh
         self._unmark(sources)
 
-    def _unmark(self, sources: list[SourceRecord]) -> None:
-        """Live: this process's crash-guard marks on the records taken back. Best effort: in a Redis outage they
-        stay, and the next worker runs the batch one message at a time."""
+    def _unmark(self, sources: list[SourceRecord], batch: bool = True) -> None:
+        """Live: this process's crash-guard marks on the records taken back: the marks of their runs alone, and
+        of their batch too unless not `batch` (the rest of the batch is still in hand). Best effort: in a Redis
+        outage they stay, and the next worker runs the batch one message at a time."""
         if not self.live or not sources:
             return
         try:
-            self.decisions.abandon(sources, self._process_id)
+            self.decisions.abandon(sources, self._process_id, batch)
         except (redis.RedisError, redis.exceptions.RedisClusterException) as exc:
             log.warning("abandon_unrecorded", records=len(sources), reason=f"{type(exc).__name__}: {exc}")
 
@@ -265,8 +268,13 @@ class Pipeline:
             return
         aid = article_id(article)
         record = {**self._record(Result(decision=decision)), "dead_lettered": True}
+        # the event time it was decided at: as computed now, or as it may have been then (a date that was not yet
+        # plausible, the broker timestamp)
+        times = {self._event_time(article, msg, dt.datetime.now(dt.timezone.utc), remember=False)}
+        times |= {t for t in (article.published_at.timestamp() if article.published_at else None,
+                              msg.fallback_time) if t is not None}
         with _redis_failures():
-            stored = self.dedup.stored_outcome(aid, self._event_time(article, msg, dt.datetime.now(dt.timezone.utc)))
+            stored = next(filter(None, (self.dedup.stored_outcome(aid, t) for t in sorted(times))), None)
             update_of = stored.update_of if stored is not None else None
             if update_of:
                 before = self.decisions.load([update_of]).get(update_of) or {}
@@ -349,16 +357,17 @@ class Pipeline:
             items.append(_Item(index, article, article_id(article), url, event_time))
         return items
 
-    def _event_time(self, article: Article, msg: Incoming, now: dt.datetime) -> float:
+    def _event_time(self, article: Article, msg: Incoming, now: dt.datetime, remember: bool = True) -> float:
         """published_at when plausible, else the broker timestamp (live) when plausible, else the previous
-        article's time (a producer's clock can be as wrong as a scraper's)."""
+        article's time (a producer's clock can be as wrong as a scraper's); `remember`: as the previous one."""
         if article.plausible_time(now):
             t = article.published_at.timestamp()
         elif msg.fallback_time is not None and plausible(msg.fallback_time, now):
             t = msg.fallback_time
         else:
             t = self._last_time if self._last_time is not None else now.timestamp()
-        self._last_time = t
+        if remember:
+            self._last_time = t
         return t
 
     def _replay_known(self, items: list[_Item], results: dict[int, Result]) -> tuple[list[_Item], list[tuple[int, _Item]]]:

@@ -183,8 +183,9 @@ class StreamWorker:
                 # of those assigned again, so their records stay in the batch. Only partitions now owned by
                 # another member are dropped: it reads them again from the last commit.
                 owned = consumer.assignment()
-                self.pipeline.abandon([_incoming(r).source for r in records
-                                       if TopicPartition(r.topic, r.partition) not in owned])
+                dropped = [_incoming(r).source for r in records if TopicPartition(r.topic, r.partition) not in owned]
+                if dropped:
+                    self.pipeline.abandon(dropped)
                 records = [r for r in records if TopicPartition(r.topic, r.partition) in owned]
                 returned |= rebalances.revoked & owned
                 rebalances.revoked.clear()

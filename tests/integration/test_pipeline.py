@@ -365,6 +365,8 @@ def test_a_message_a_live_worker_gave_up_is_not_counted_against_it(redis_client)
             gave_up = Pipeline(Settings(), redis_client, namespace, live=True, extractor=FakeExtractor())
             with pytest.raises(OriginalPending):
                 gave_up.process(batch)
+            # the copy, run alone, took back its own mark only: the batch is still in hand
+            assert redis_client.hexists(f"sw:{namespace}:began:t:0", gave_up._process_id)
             gave_up.abandon([m.source for m in batch])  # as the stream does when the partition moves
         holder.process(incoming([original]))
         fourth = Pipeline(Settings(), redis_client, namespace, live=True, extractor=FakeExtractor())

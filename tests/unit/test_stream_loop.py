@@ -180,10 +180,12 @@ def test_a_partition_that_came_back_is_not_committed_behind_its_owner_s_commit_m
                for p in (0, 1)]
     rebalances = SimpleNamespace(revoked=set())
     consumer = ConsumerRebalancedDuringTheWait(rebalances)
-    worker = StreamWorker(Settings(retry_initial_s=0.01), pipeline=Replaying(), publisher=PublisherAwayOnce())
+    pipeline = Replaying()
+    worker = StreamWorker(Settings(retry_initial_s=0.01), pipeline=pipeline, publisher=PublisherAwayOnce())
     worker._handle(consumer, records, rebalances)
     committed, = consumer.commits
     assert {tp.partition: meta.offset for tp, meta in committed.items()} == {1: 8}
+    assert not hasattr(pipeline, "abandoned")  # nothing given up: the waits for originals go on
 
 
 class ConsumerWithLag(Consumer):

@@ -149,13 +149,14 @@ class DecisionLog:
             pipe.hdel(key, *fields)
         pipe.execute()
 
-    def abandon(self, sources: Sequence[SourceRecord], process_id: str) -> None:
+    def abandon(self, sources: Sequence[SourceRecord], process_id: str, batch: bool = True) -> None:
         """This process gave the records up alive (their partition moved, or a stop came in an outage): it did
-        not stop with them in hand."""
+        not stop with them in hand. Its marks of their runs alone go, and its batch's range on their partitions
+        too unless not `batch` (one message of a batch still in hand)."""
         if not sources:
             return
         pipe = self._r.pipeline(transaction=False)
-        for topic, partition in _ranges(sources):
+        for topic, partition in _ranges(sources) if batch else ():
             pipe.hdel(self._began_key(topic, partition), process_id)
         for source in sources:
             pipe.srem(self._began_alone + self._where(source), process_id)
