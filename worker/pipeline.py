@@ -36,10 +36,10 @@ from .validation import parse_article
 log = structlog.get_logger()
 _DAY = 86400
 _BATCH_TTL = 7 * _DAY
-# A plain article the models must handle: when they fail on it too, the worker is broken, not the message
 # A chunk of NER holds at most this many characters: 32 articles of 100,000 characters (the most of a field the
 # model reads) took 3.3 GB and a minute between heartbeats.
 _NER_CHUNK_CHARS = 400_000
+# A plain article the models must handle: when they fail on it too, the worker is broken, not the message
 _PROBE = ("Storm closes harbour", "The harbour master of Penwick closed the outer quay on Monday after a storm.")
 
 
