@@ -1,7 +1,7 @@
 """Per-article decision records in Redis: what makes a redelivered message give the same answer.
 
-Key `sw:<namespace>:dec:<article id>` holds the article's decision and the story events it caused, as JSON,
-plus whether those events were acknowledged by the broker; `sw:<namespace>:dlq:<topic>:<partition>:<offset>:
+Key `sw:<namespace>:dec:<article id>` holds the article's decision, as JSON, with the story events it caused
+until the broker acknowledged them (then only that they were); `sw:<namespace>:dlq:<topic>:<partition>:<offset>:
 <timestamp>` marks an input record whose dead letter was acknowledged (the broker timestamp tells a record
 apart from one at the same offset of a topic deleted and created again). `sw:<namespace>:began:<topic>:<partition>`
 holds, per worker process, the offsets of the batch it began and has not published, and `began1:<topic>:
