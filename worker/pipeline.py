@@ -156,14 +156,15 @@ class Pipeline:
             return max(self.decisions.begin([m.source for m in batch], self._process_id), default=0)
 
     def _one_at_a_time(self, batch: list[Incoming]) -> list[Result]:
-        """Each message alone, in batch order; one whose original is not decided yet is tried again after the
-        rest: the whole batch, decided in event-time order, may have made a copy of an article that comes after
-        it (another partition), and only this pass decides that article now."""
+        """Each message alone, in the order the whole batch would decide them (live: event time, as `_process`
+        sorts them); one whose original is not decided yet is tried again after the rest: a batch that failed
+        whole may have made a copy of an article that comes after it (another partition), and only this pass
+        decides that article now."""
         results: dict[int, list[Result]] = {}
         waiting: list[int] = []
-        for index, msg in enumerate(batch):
+        for index in self._decision_order(batch):
             try:
-                results[index] = self._process_alone(msg)
+                results[index] = self._process_alone(batch[index])
             except OriginalPending:
                 waiting.append(index)
         for index in waiting:  # still pending: another replica holds the original (the batch is retried)
@@ -178,6 +179,25 @@ class Pipeline:
                 decided.add(article)
             out.append(result)
         return out
+
+    def _decision_order(self, batch: list[Incoming]) -> list[int]:
+        """The batch's indexes, live in event-time order (a stable sort, as `_process` sorts a batch's articles;
+        a message that is no article, first): a batch run one message at a time decides as it would whole."""
+        if not self.live:
+            return list(range(len(batch)))
+        now = dt.datetime.now(dt.timezone.utc)
+
+        def event_time(index: int) -> float:
+            msg = batch[index]
+            try:
+                if msg.unreadable is not None:
+                    return -math.inf
+                article = parse_article(msg.value, max_bytes=self.settings.max_message_bytes,
+                                        max_text_chars=self.settings.max_text_chars)
+            except InvalidMessage:
+                return -math.inf
+            return self._event_time(article, msg, now, remember=False)
+        return sorted(range(len(batch)), key=event_time)
 
     def _without_letters_published(self, results: list[Result]) -> list[Result]:
         """A message dead-lettered before (its batch retried or redelivered) is not dead-lettered again."""

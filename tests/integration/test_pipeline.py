@@ -225,6 +225,21 @@ def test_a_copy_read_before_its_original_joins_it_when_its_batch_is_run_one_mess
         live.drop_state()
 
 
+def test_a_batch_run_one_message_at_a_time_after_a_stop_decides_as_it_would_whole(redis_client):
+    """Live, a batch is decided in event-time order: the original published first is the original, whichever
+    partition delivered it first. Run one message at a time (a worker stopped with it in hand), the same."""
+    live = Pipeline(Settings(), redis_client, f"test-{uuid.uuid4().hex[:8]}", live=True, extractor=FakeExtractor())
+    try:
+        original = article(1)
+        copy = {**original, "id": "copy", "url": "https://mirror.example/1", "published_at": "2026-03-11T09:00:00Z"}
+        batch = incoming([copy, original])
+        live.decisions.begin([m.source for m in batch], "a-worker-that-was-killed")
+        results = live.process(batch)
+        assert results[0].decision.duplicate_of == "a1" and results[1].decision.duplicate_of is None
+    finally:
+        live.drop_state()
+
+
 def test_the_copies_of_a_poison_article_do_not_wait_for_it(pipeline):
     """It holds its dedup claim but will never have a decision: its copies go on without it, at once."""
     poison = article(2, title="POISON headline")
