@@ -239,10 +239,8 @@ class Pipeline:
 
     def abandon(self, sources: list[SourceRecord]) -> None:
         """This process gives a batch's records up alive (their partition moved, a stop in an outage): the next
-        to begin them must not count it as a worker they stopped, and the waits for originals start afresh."""
-        if not sources:
-            return
-        self._pending_since.clear()  # the originals its copies waited for: a later batch waits afresh
+        to begin them must not count it as a worker they stopped. (The waits for originals keep their start: a
+        wait begun afresh at every rebalance could hold a partition for ever.)"""
         self._unmark(sources)
 
     def _unmark(self, sources: list[SourceRecord], batch: bool = True) -> None:

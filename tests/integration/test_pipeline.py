@@ -4,7 +4,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-import time
 import uuid
 from types import SimpleNamespace
 
@@ -675,23 +674,3 @@ def test_batch_mode_state_expires_if_a_run_is_killed_before_its_cleanup(redis_cl
     ttls = {k: redis_client.ttl(k) for k in keys}
     assert keys and all(t > 0 for t in ttls.values()), ttls  # none left for ever (-1)
     assert max(t for k, t in ttls.items() if b":df:" not in k) <= 7 * 86400
-
-
-def test_a_batch_given_up_forgets_how_long_its_copies_waited(redis_client):
-    """The wait for an original another replica decides is bounded (SW_ORIGINAL_WAIT_S) from the first try: a
-    batch given up and read again later (its partition back) waits afresh, not from the old start."""
-    namespace = f"test-{uuid.uuid4().hex[:8]}"
-    original = article(1)
-    copy = {**original, "id": "copy", "url": "https://mirror.example/1", "published_at": "2026-03-11T09:00:00Z"}
-    waiting = Pipeline(Settings(original_wait_s=0.5), redis_client, namespace, live=True, extractor=FakeExtractor())
-    try:
-        waiting.dedup.check_and_insert([DedupInput("a1", canonical_url(original["url"]), original["title"],
-                                                   original["text"], 1773129600.0)])
-        with pytest.raises(OriginalPending):
-            waiting.process(incoming([copy]))
-        waiting.abandon([m.source for m in incoming([copy])])
-        time.sleep(0.6)
-        with pytest.raises(OriginalPending):  # waits afresh; without the give-up it would go on without it now
-            waiting.process(incoming([copy]))
-    finally:
-        waiting.drop_state()
