@@ -340,3 +340,33 @@ def _article_id(value: bytes | None) -> str | None:
     except (ValueError, RecursionError, UnicodeDecodeError):
         return None
     return data.get("id") if isinstance(data, dict) and isinstance(data.get("id"), str) else None
+
+
+def diagnosis(stack) -> str:
+    """What a failed scenario leaves to read: per input partition its committed offset and its records, and per
+    worker its exit, its last assignment, its warnings and errors (counted, the last few whole) and its last
+    stats line."""
+    out = [f"workdir {stack.workdir}"]
+    try:
+        ends: dict[int, int] = defaultdict(int)
+        for r in stack.read_topic(stack.settings.input_topic):
+            ends[r.partition] = max(ends[r.partition], r.offset + 1)
+        committed = stack.committed()
+        out += [f"partition {p}: committed {committed.get(p, 0)} of {ends.get(p, 0)}"
+                for p in range(stack.partitions)]
+    except Exception as exc:  # noqa: BLE001 - a diagnosis must not hide the failure it explains
+        out.append(f"offsets unavailable: {exc!r}")
+    for worker in stack.workers:
+        lines = worker.log_lines()
+        loud = [line for line in lines if line.get("level") in ("warning", "error", "critical")]
+        counts = defaultdict(int)
+        for line in loud:
+            counts[line.get("event")] += 1
+        stats = [line for line in lines if line.get("event") == "stats"]
+        assigned = [line.get("partitions") for line in lines if line.get("event") == "partitions_assigned"]
+        out.append(f"{worker.name}: exit {worker.process.poll()}, last assigned {assigned[-1:]}, "
+                   f"warnings/errors {dict(counts)}")
+        out += [f"  {json.dumps(line)[:400]}" for line in loud[-8:]]
+        if stats:
+            out.append(f"  last stats {json.dumps(stats[-1])[:400]}")
+    return "\n".join(out)

@@ -14,6 +14,18 @@ def size(ci: int, soak: int) -> int:
     return soak if SOAK else ci
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed scenario's report carries the diagnosis of each stack it drove (read while they still run)."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call" and report.failed:
+        from .audit import diagnosis
+
+        for stack in getattr(item, "stacks", ()):
+            report.sections.append((f"story-worker diagnosis ({stack.workdir.name})", diagnosis(stack)))
+
+
 def pytest_collection_modifyitems(items):
     for item in items:
         if "tests/faults/" in str(item.fspath):
@@ -31,12 +43,12 @@ def own_redis():
 
 
 @pytest.fixture
-def make_stack(monkeypatch, own_redis):
+def make_stack(request, monkeypatch, own_redis):
     """DevStack factory: its own tansu broker (so it may be paused) and the scenario's own Redis."""
     from worker.devstack import DevStack
 
     monkeypatch.delenv("SW_KAFKA_BOOTSTRAP_SERVERS", raising=False)
-    stacks = []
+    stacks = request.node.stacks = []
 
     def make(redis_url: str | None = None, **env: str) -> DevStack:
         stack = DevStack(redis_url=redis_url or f"redis://{own_redis.address}/0", extra_env={**FAULT_ENV, **env})
