@@ -169,13 +169,15 @@ class DevStack:
         parts = [TopicPartition(topic, p) for p in (consumer.partitions_for_topic(topic) or [])]
         consumer.assign(parts)
         consumer.seek_to_beginning(*parts)
-        high = {tp: consumer.highwater(tp) for tp in parts}
         records: list = []
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             for batch in consumer.poll(timeout_ms=500).values():
                 records.extend(batch)
-            if all(consumer.position(tp) >= (consumer.highwater(tp) or high.get(tp) or 0) for tp in parts):
+            # a partition's high watermark is known once a fetch response for it was read (None before): a
+            # partition not read yet is not read to its end
+            ends = [consumer.highwater(tp) for tp in parts]
+            if all(end is not None and consumer.position(tp) >= end for tp, end in zip(parts, ends)):
                 break
         consumer.close()
         return records
