@@ -138,8 +138,16 @@ class Pipeline:
             if stopped:  # a worker stopped with this batch in hand: whatever stopped it is found one by one
                 log.warning("batch_isolated_after_stop", records=len(batch), workers_stopped=stopped)
                 return self._one_at_a_time(batch)
-            with _redis_failures():
-                return self._process(batch)
+            try:
+                with _redis_failures():
+                    return self._process(batch)
+            except OriginalPending:
+                if len(batch) == 1:
+                    raise
+                # The rest of the batch is decided before it waits: its articles are claimed, and a replica whose
+                # copy needs one of them would wait for this batch while this batch (grown by a retry) waits for it.
+                self._last_time = last_time
+                return self._one_at_a_time(batch)
         except (DependencyUnavailable, WorkerBroken):
             raise
         except Exception:  # noqa: BLE001 - anything else is a property of some message: find it

@@ -390,6 +390,39 @@ def test_a_message_a_live_worker_gave_up_is_not_counted_against_it(redis_client)
         holder.drop_state()
 
 
+def test_a_batch_that_waits_for_an_original_decides_its_other_articles_first(redis_client):
+    """Replica B's batch holds an original and a copy whose original replica C claimed and has not decided: B
+    waits. Replica A's copy of B's original must not wait for B's batch (while B's batch, grown by its retry, might
+    come to wait for an original of A's): B decided its original before waiting."""
+    namespace = f"test-{uuid.uuid4().hex[:8]}"
+    held = article(1)
+    b_original = {"id": "a2", "url": "https://other.example/2", "title": "Storm closes mountain pass for the winter",
+                  "source": "outlet2", "published_at": "2026-03-12T08:00:00Z",
+                  "text": "Snow and high winds closed the northern mountain pass on Monday, and the road office said "
+                          "it would stay shut until spring while crews clear three avalanches."}
+    c, b, a = (Pipeline(Settings(), redis_client, namespace, live=True, extractor=FakeExtractor()) for _ in range(3))
+    try:
+        c.dedup.check_and_insert([DedupInput("a1", canonical_url(held["url"]), held["title"], held["text"],
+                                             1773129600.0)])  # claimed by C, not decided
+        copy_of_held = {**held, "id": "c1", "url": "https://mirror.example/1", "published_at": "2026-03-11T09:00:00Z"}
+        b_batch = [Incoming(value=json.dumps(d).encode(),
+                            source=SourceRecord(topic="t", partition=1, offset=i, timestamp=None))
+                   for i, d in enumerate([b_original, copy_of_held])]
+        with pytest.raises(OriginalPending):
+            b.process(b_batch)
+        copy_of_b = {**b_original, "id": "c2", "url": "https://mirror.example/2", "published_at": "2026-03-12T09:00:00Z"}
+        decided = a.process([Incoming(value=json.dumps(copy_of_b).encode(),
+                                      source=SourceRecord(topic="t", partition=0, offset=0, timestamp=None))])
+        assert decided[0].decision.duplicate_of == "a2"
+        # B's retry: its original is replayed from its record (its events not sent yet), its copy still waits for C
+        c.process(incoming([held]))
+        retried = b.process(b_batch)
+        assert [r.decision.id for r in retried] == ["a2", "c1"] and retried[0].events and not retried[0].redelivered
+        assert retried[1].decision.duplicate_of == "a1"
+    finally:
+        c.drop_state()
+
+
 def test_an_id_twice_in_a_batch_whose_decision_was_stored_but_not_published_goes_out_once(pipeline):
     """A worker decided it and was killed before publishing; the producer had sent it twice."""
     first = pipeline.process(incoming([article(1)]))
