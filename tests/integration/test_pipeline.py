@@ -410,7 +410,8 @@ def test_a_batch_that_waits_for_an_original_decides_its_other_articles_first(red
                    for i, d in enumerate([b_original, copy_of_held])]
         with pytest.raises(OriginalPending):
             b.process(b_batch)
-        copy_of_b = {**b_original, "id": "c2", "url": "https://mirror.example/2", "published_at": "2026-03-12T09:00:00Z"}
+        copy_of_b = {**b_original, "id": "c2", "url": "https://mirror.example/2",
+                     "published_at": "2026-03-12T09:00:00Z"}
         decided = a.process([Incoming(value=json.dumps(copy_of_b).encode(),
                                       source=SourceRecord(topic="t", partition=0, offset=0, timestamp=None))])
         assert decided[0].decision.duplicate_of == "a2"
