@@ -44,14 +44,19 @@ class _Rebalances(ConsumerRebalanceListener):
     """
 
     def __init__(self) -> None:
+        # Revoked by a rebalance whose assignment has arrived. kafka-python (eager protocol) revokes before the
+        # join and keeps the old assignment until the join completes: until then, what is owned is not known.
         self.revoked: set[TopicPartition] = set()
+        self._revoking: set[TopicPartition] = set()
         self.pause_assigned: KafkaConsumer | None = None  # set while a batch waits: pause what is assigned
 
     def on_partitions_revoked(self, revoked):
-        self.revoked |= set(revoked)
+        self._revoking |= set(revoked)
         log.info("partitions_revoked", partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in revoked))
 
     def on_partitions_assigned(self, assigned):
+        self.revoked |= self._revoking
+        self._revoking = set()
         log.info("partitions_assigned", partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in assigned))
         if self.pause_assigned is not None and assigned:
             self.pause_assigned.pause(*assigned)  # before the poll that assigned them fetches anything

@@ -15,7 +15,7 @@ from worker.errors import DependencyUnavailable
 from worker.models import DeadLetter, Decision, SourceRecord, StoryEvent, StoryState
 from worker.pipeline import Result
 from worker.settings import Settings
-from worker.stream import StreamWorker
+from worker.stream import StreamWorker, _Rebalances
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 
@@ -186,6 +186,50 @@ def test_a_partition_that_came_back_is_not_committed_behind_its_owner_s_commit_m
     committed, = consumer.commits
     assert {tp.partition: meta.offset for tp, meta in committed.items()} == {1: 8}
     assert not hasattr(pipeline, "abandoned")  # nothing given up: the waits for originals go on
+
+
+class ConsumerJoiningSlowly(Consumer):
+    """A poll of the first backoff revokes both partitions (eager), but the join completes only in the second
+    backoff, which assigns partition 0 alone: in between, kafka-python still reports both as assigned."""
+
+    def __init__(self, rebalances, pipeline):
+        super().__init__()
+        self.rebalances, self.pipeline, self.joining = rebalances, pipeline, False
+
+    def poll(self, timeout_ms=0, max_records=None):
+        if self.pipeline.calls == 1 and not self.joining:
+            self.joining = True
+            self.rebalances.on_partitions_revoked(set(self.owned))
+        elif self.pipeline.calls == 2 and self.joining:
+            self.joining = False
+            self.owned = {TopicPartition("in", 0)}
+            self.rebalances.on_partitions_assigned(set(self.owned))
+        return {}
+
+    def committed(self, tp, timeout_ms=None):
+        return 7
+
+
+def test_a_partition_that_moved_in_a_join_completing_after_the_wait_is_given_up_when_it_completes():
+    records = [SimpleNamespace(topic="in", partition=p, offset=7, value=b"{}", key=None, headers=[], timestamp=0)
+               for p in (0, 1)]
+    rebalances = _Rebalances()
+    pipeline = Replaying()
+    consumer = ConsumerJoiningSlowly(rebalances, pipeline)
+    publisher = SimpleNamespace(calls=0, published=[])
+
+    def publish(out):
+        publisher.calls += 1
+        if publisher.calls <= 2:
+            raise DependencyUnavailable("broker away")
+        publisher.published.extend(out)
+    publisher.publish = publish
+    worker = StreamWorker(Settings(retry_initial_s=0.01), pipeline=pipeline, publisher=publisher)
+    worker._handle(consumer, records, rebalances)
+    assert pipeline.abandoned == [(1, 7)]  # its new owner does not count this live worker as stopped
+    committed, = consumer.commits
+    assert {tp.partition: meta.offset for tp, meta in committed.items()} == {0: 8}
+    assert len(publisher.published) == 1  # only partition 0's event: partition 1's is its new owner's to send
 
 
 class ConsumerWithLag(Consumer):
