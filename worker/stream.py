@@ -201,9 +201,11 @@ class StreamWorker:
         """Back off without leaving the group: pause fetching and keep polling (which fetches nothing); a stop
         request ends the wait when `until_stop`.
 
-        A partition assigned by a rebalance during the wait is paused by the rebalance listener, before the
-        poll that assigns it fetches anything (paused after a fetch, kafka-python 3.0.12 was seen never to read
-        it again); records a poll returns all the same are returned, to join the held batch."""
+        Every assigned partition is paused, and resumed, together; one assigned by a rebalance during the wait
+        is paused by the rebalance listener, before the poll that assigns it fetches anything. (kafka-python
+        3.0.12 parks the fetched records of a partition paused while they are read, and restores them only when
+        it holds no other partition's records, drained ones included: paused apart, a partition was seen never
+        to be read again.) Records a poll returns all the same are returned, to join the held batch."""
         fetched: list[ConsumerRecord] = []
         rebalances.pause_assigned = consumer
         try:
