@@ -26,7 +26,8 @@ from kafka.errors import KafkaError
 
 from .adapters.kafka_io import ensure_topics, wait_for_broker
 from .adapters.local_services import LocalService, port_open, redis_answers, spawn, start_redis, start_tansu
-from .settings import Settings
+from .errors import DependencyUnavailable
+from .settings import Settings, redact_url
 
 # Group timing for a local single broker (tansu delays each join by session_timeout/2).
 FAST_GROUP_ENV = {"SW_SESSION_TIMEOUT_MS": "6000", "SW_HEARTBEAT_INTERVAL_MS": "1000"}
@@ -92,6 +93,8 @@ class DevStack:
     def _start(self, run: str) -> None:
         base = Settings()
         redis_url = self.redis_url or base.redis_dsn  # first: without redis-server, fail before the broker starts
+        if self.redis_url and not redis_answers(redis_url):  # a Redis of the caller's: never another in its place
+            raise DependencyUnavailable(f"the Redis given to the stack does not answer: {redact_url(redis_url)}")
         if not redis_answers(redis_url):
             own = start_redis()
             self._services.append(own)
@@ -156,9 +159,11 @@ class DevStack:
         values = list(values)
         keys = list(keys) if keys is not None else [None] * len(values)
         parts = list(partitions) if partitions is not None else [None] * len(values)
-        for key, value, partition in zip(keys, values, parts):
-            producer.send(self.settings.input_topic, key=key, value=value, partition=partition)
+        sent = [producer.send(self.settings.input_topic, key=key, value=value, partition=partition)
+                for key, value, partition in zip(keys, values, parts)]
         producer.flush(30)
+        for future in sent:
+            future.get(timeout=30)  # a record the broker refused fails here, not later as an article "lost"
         producer.close()
         return len(values)
 
@@ -177,8 +182,13 @@ class DevStack:
             # a partition's high watermark is known once a fetch response for it was read (None before): a
             # partition not read yet is not read to its end
             ends = [consumer.highwater(tp) for tp in parts]
-            if all(end is not None and consumer.position(tp) >= end for tp, end in zip(parts, ends)):
+            short = [(tp.partition, consumer.position(tp), end) for tp, end in zip(parts, ends)
+                     if end is None or consumer.position(tp) < end]
+            if not short:
                 break
+        else:
+            consumer.close()
+            raise TimeoutError(f"{topic} not read to its end in 30 s: (partition, position, end) {short}")
         consumer.close()
         return records
 
@@ -198,12 +208,14 @@ class DevStack:
         return out
 
     def wait_accounted(self, article_ids: set[str], dead: int, timeout: float = 120.0) -> tuple[list, list]:
-        """Wait until every article id has an event and `dead` dead letters arrived; return both lists."""
+        """Wait until every article id has an event and `dead` input records have a dead letter (a letter sent
+        again after a kill counts once); return both lists."""
         deadline = time.monotonic() + timeout
         while True:
             events, letters = self.events(), self.dead_letters()
             seen = {e["article"]["id"] for e in events if e.get("article")}
-            if (article_ids <= seen and len(letters) >= dead) or time.monotonic() >= deadline:
+            lettered = {(d["source"]["topic"], d["source"]["partition"], d["source"]["offset"]) for d in letters}
+            if (article_ids <= seen and len(lettered) >= dead) or time.monotonic() >= deadline:
                 return events, letters
             time.sleep(1.0)
 

@@ -34,10 +34,12 @@ def pytest_collection_modifyitems(items):
 
 @pytest.fixture
 def own_redis():
-    """A private redis-server (memory only, DEBUG enabled): scenarios pause, slow and restart it."""
-    from worker.adapters.local_services import start_redis
+    """A private redis-server (memory only, DEBUG enabled): scenarios pause, slow and restart it. Its port is
+    below the kernel's range for outgoing connections: restarted on it, it cannot find it taken by one (a
+    worker reconnecting meanwhile)."""
+    from worker.adapters.local_services import free_port, start_redis
 
-    service = start_redis()
+    service = start_redis(choose=lambda: free_port(20000, 32000))
     yield service
     service.stop()
 

@@ -17,6 +17,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -214,9 +215,10 @@ def _start_tansu(port: int, log_dir: Path | None) -> LocalService:
     return _wait_ready(LocalService("tansu", proc, port, log_path, workdir), timeout=30)
 
 
-def start_redis(port: int | None = None) -> LocalService:
-    """Start a private, memory-only redis-server (DEBUG command enabled for latency injection)."""
-    return _on_a_free_port(_start_redis, port)
+def start_redis(port: int | None = None, choose: Callable[[], int] = free_port) -> LocalService:
+    """Start a private, memory-only redis-server (DEBUG command enabled for latency injection), on `port` or on
+    a port `choose` gives."""
+    return _on_a_free_port(_start_redis, port, choose)
 
 
 def _start_redis(port: int) -> LocalService:
