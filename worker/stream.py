@@ -74,6 +74,7 @@ class StreamWorker:
         self._beat_at = 0.0
         self._next_stats = time.monotonic() + settings.stats_interval_s
         self._kafka_timeout_ms = int(settings.produce_timeout_s * 1000)
+        self._owed: dict[TopicPartition, int] = {}  # commits of published batches that a rebalance failed
 
     def request_stop(self, *_args) -> None:
         if not self._stop.is_set():
@@ -276,9 +277,32 @@ class StreamWorker:
             consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()},
                             timeout_ms=self._kafka_timeout_ms)
         except CommitFailedError:
+            for tp, offset in offsets.items():  # published: owed, should this member read on past it
+                self._owed[tp] = max(self._owed.get(tp, 0), offset)
             raise
         except KafkaError as exc:
             raise DependencyUnavailable(f"commit failed: {exc!r}") from exc
+
+    def _settle_owed(self, consumer: KafkaConsumer) -> None:
+        """Commit what a batch published but a rebalance kept it from committing, where this member owns the
+        partition again and reads past it: kafka-python keeps the read position of a partition assigned again,
+        so the batch is not read again, and on an idle partition nothing would commit past it (its lag would
+        never reach 0). Between batches: every record before the read position is published."""
+        owned = consumer.assignment()
+        owed, self._owed = {tp: o for tp, o in self._owed.items() if tp in owned}, {}
+        if not owed:
+            return
+        try:
+            due = {tp: o for tp, o in owed.items()
+                   if consumer.position(tp, timeout_ms=self._kafka_timeout_ms) >= o
+                   and (consumer.committed(tp, timeout_ms=self._kafka_timeout_ms) or 0) < o}
+            if due:
+                consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in due.items()},
+                                timeout_ms=self._kafka_timeout_ms)
+                log.info("owed_commit_settled", partitions={f"{tp.topic}-{tp.partition}": o for tp, o in due.items()})
+        except KafkaError as exc:  # a rebalance or an outage again: tried at the next stats interval
+            self._owed = owed
+            log.warning("owed_commit_failed", reason=repr(exc))
 
     def _periodic(self, consumer: KafkaConsumer, stopping: bool = False) -> None:
         """Stats line, and story_closed events for stories that left the active window.
@@ -297,6 +321,8 @@ class StreamWorker:
                     self.stats.closed += len(closed)
             except DependencyUnavailable as exc:
                 log.warning("close_expired_failed", reason=str(exc))
+            if self._owed:
+                self._settle_owed(consumer)
             self._heartbeat()
         self._stats_line(consumer, lag_timeout_ms=1000 if stopping else self._kafka_timeout_ms)
 

@@ -371,6 +371,48 @@ def test_a_batch_published_but_not_committed_for_a_rebalance_is_counted_as_decid
     assert (worker.stats.articles, worker.stats.new_stories, worker.stats.batches) == (3, 3, 1)
 
 
+class ConsumerAssignedAgainAfterAFailedCommit(Consumer):
+    """The first commit fails in a rebalance that gives partitions 0 and 1 back to this member, their read
+    positions kept (past the batch); the group's committed offsets are still those before the batch."""
+
+    def __init__(self, positions):
+        super().__init__()
+        self.positions, self.failed = positions, False
+
+    def commit(self, offsets, timeout_ms=None):
+        if not self.failed:
+            self.failed = True
+            raise CommitFailedError("the group rebalanced")
+        super().commit(offsets)
+
+    def position(self, tp, timeout_ms=None):
+        return self.positions[tp.partition]
+
+    def committed(self, tp, timeout_ms=None):
+        return 5
+
+    def highwater(self, tp):
+        return self.positions[tp.partition]
+
+
+def test_a_published_batch_whose_commit_a_rebalance_failed_is_committed_where_read_past_it():
+    """Partition 0 kept its position past the batch: with no record after it, nothing else would ever commit
+    it (its lag would stay 3). Partition 1 was read again from the last commit: the redelivery commits it."""
+    records = [SimpleNamespace(topic="in", partition=p, offset=n, value=b"{}", key=None, headers=[], timestamp=0)
+               for p in (0, 1) for n in (5, 6, 7)]
+    consumer = ConsumerAssignedAgainAfterAFailedCommit({0: 8, 1: 5})
+    pipeline = Replaying()
+    pipeline.check_redis_identity, pipeline.close_expired = lambda: None, lambda: []
+    worker = StreamWorker(Settings(), pipeline=pipeline, publisher=SimpleNamespace(publish=list))
+    worker._handle(consumer, records, SimpleNamespace(revoked=set()))
+    assert consumer.commits == []
+    worker._periodic(consumer)
+    committed, = consumer.commits
+    assert {tp.partition: meta.offset for tp, meta in committed.items()} == {0: 8}
+    worker._periodic(consumer)  # settled once
+    assert len(consumer.commits) == 1
+
+
 class ConsumerWithAnUndecodableRecord:
     """kafka-python 3.0.12's fetcher state after a poll that returned other records first and kept the error of
     partition 1 for the next poll; its reader stopped at offset 12 (the record at fault)."""
