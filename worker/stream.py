@@ -54,6 +54,11 @@ class _Rebalances(ConsumerRebalanceListener):
         self._revoking |= set(revoked)
         log.info("partitions_revoked", partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in revoked))
 
+    def on_partitions_lost(self, lost):
+        """The group dropped this member (its session expired): kafka-python clears the assignment at once."""
+        self.revoked |= set(lost)
+        log.info("partitions_lost", partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in lost))
+
     def on_partitions_assigned(self, assigned):
         self.revoked |= self._revoking
         self._revoking = set()

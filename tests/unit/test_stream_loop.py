@@ -371,6 +371,31 @@ def test_a_batch_published_but_not_committed_for_a_rebalance_is_counted_as_decid
     assert (worker.stats.articles, worker.stats.new_stories, worker.stats.batches) == (3, 3, 1)
 
 
+class ConsumerDroppedFromTheGroup(Consumer):
+    """A poll of the first backoff finds the member dropped from the group: kafka-python calls
+    on_partitions_lost and clears the assignment at once; the rejoin has not completed when the wait ends."""
+
+    def __init__(self, rebalances):
+        super().__init__()
+        self.rebalances = rebalances
+
+    def poll(self, timeout_ms=0, max_records=None):
+        if self.owned:
+            lost, self.owned = set(self.owned), set()
+            self.rebalances.on_partitions_lost(lost)
+        return {}
+
+
+def test_records_of_partitions_lost_with_the_membership_are_given_up_at_once():
+    records = [SimpleNamespace(topic="in", partition=p, offset=7, value=b"{}", key=None, headers=[], timestamp=0)
+               for p in (0, 1)]
+    rebalances = _Rebalances()
+    pipeline = Replaying()
+    worker = StreamWorker(Settings(retry_initial_s=0.01), pipeline=pipeline, publisher=PublisherAwayOnce())
+    worker._handle(ConsumerDroppedFromTheGroup(rebalances), records, rebalances)
+    assert sorted(pipeline.abandoned) == [(0, 7), (1, 7)] and pipeline.calls == 1  # not processed again
+
+
 class ConsumerAssignedAgainAfterAFailedCommit(Consumer):
     """The first commit fails in a rebalance that gives partitions 0 and 1 back to this member, their read
     positions kept (past the batch); the group's committed offsets are still those before the batch."""
