@@ -84,7 +84,12 @@ class _Item:
 
 
 class OriginalPending(DependencyUnavailable):
-    """A duplicate's or an update's original is being processed by another replica right now; retry shortly."""
+    """A duplicate's or an update's original is being processed by another replica right now; retry shortly.
+    `others`: the batch holds articles that wait for no such original."""
+
+    def __init__(self, message: str, others: bool = False):
+        super().__init__(message)
+        self.others = others
 
 
 class Pipeline:
@@ -141,8 +146,8 @@ class Pipeline:
             try:
                 with _redis_failures():
                     return self._process(batch)
-            except OriginalPending:
-                if len(batch) == 1:
+            except OriginalPending as pending:
+                if not pending.others:
                     raise
                 # The rest of the batch is decided before it waits: its articles are claimed, and a replica whose
                 # copy needs one of them would wait for this batch while this batch (grown by a retry) waits for it.
@@ -353,8 +358,9 @@ class Pipeline:
             fresh.sort(key=lambda it: it.event_time)
         if fresh:
             self.deduplicate(fresh)
+            stored = self._stored_originals(fresh)  # waits (raises) before any NER
             self._beat()
-            self.enrich(fresh)
+            self.enrich(fresh, stored)
             self.cluster(fresh)
             self._beat()
             self.record(fresh, results)
@@ -428,11 +434,13 @@ class Pipeline:
         for it, outcome in zip(items, outcomes):
             it.dedup = outcome
 
-    def enrich(self, items: list[_Item]) -> None:
-        """NER for new English articles; duplicates reuse their original's entities, but for the copies of a
-        dead-lettered original (clustered as new articles: they are tagged)."""
+    def enrich(self, items: list[_Item], stored: dict[str, dict] | None = None) -> None:
+        """NER for new English articles; duplicates reuse their original's entities (`stored`: the records of
+        those outside the batch, `_stored_originals`), but for the copies of a dead-lettered original (clustered
+        as new articles: they are tagged)."""
+        stored = self._stored_originals(items) if stored is None else stored
         self._tag([it for it in items if not it.dedup.duplicate_of])
-        originals, dead = self._originals(items)
+        originals, dead = self._originals(items, stored)
         for it in items:
             if it.dedup.update_of in dead and dead[it.dedup.update_of]:  # the version before the dead-lettered one
                 it.dedup = replace(it.dedup, update_of=dead[it.dedup.update_of])
@@ -463,33 +471,46 @@ class Pipeline:
         except Exception as exc:  # noqa: BLE001 - a heartbeat fault is no property of the articles (poison)
             log.warning("progress_failed", reason=repr(exc))
 
-    def _originals(self, items: list[_Item]) -> tuple[dict[str, list[Entity]], dict[str, str | None]]:
-        """Entities of every original a duplicate or an update in the batch points at (this batch or stored),
-        and which of them were dead-lettered, with the version each was an update of (they have no story: their
-        copies are new articles, and so are their updates but for those of an update, which update the version
-        before it).
+    def _stored_originals(self, items: list[_Item]) -> dict[str, dict]:
+        """The records of the originals outside the batch that its copies and updates point at. One claimed by
+        another replica but not decided yet is waited for (OriginalPending, the batch retried): a copy needs its
+        entities, an update its story (else it would be counted as a new article). After `SW_ORIGINAL_WAIT_S` its
+        record counts as gone (expired, or Redis lost its data): the copy goes on without it."""
+        def wanted(it: _Item) -> str | None:
+            return it.dedup.duplicate_of or it.dedup.update_of
 
-        One claimed by another replica but not decided yet is waited for (OriginalPending, the batch retried):
-        a copy needs its entities, an update its story (else it would be counted as a new article)."""
-        in_batch = {it.article_id: it for it in items}
-        wanted = {it.dedup.duplicate_of or it.dedup.update_of for it in items
-                  if it.dedup.duplicate_of or it.dedup.update_of}
-        out = {a: in_batch[a].entities for a in wanted if a in in_batch}
-        stored = self.decisions.load(sorted(wanted - out.keys()))
-        dead = {a: record.get("update_of") for a, record in stored.items() if record.get("dead_lettered")}
+        in_batch = {it.article_id for it in items}
+        outside = {wanted(it) for it in items if wanted(it)} - in_batch
+        for a in in_batch:  # decided with this batch: no wait for it goes on
+            self._pending_since.pop(a, None)
+        stored = self.decisions.load(sorted(outside))
         now = time.monotonic()
-        for a in wanted - out.keys():
-            if a in stored:
-                self._pending_since.pop(a, None)
-                if a in dead:
-                    log.warning("original_dead_lettered", original=a)
-                out[a] = [Entity(**e) for e in stored[a]["decision"]["entities"]]
-            elif now - self._pending_since.setdefault(a, now) < self.settings.original_wait_s:
-                raise OriginalPending(f"original {a} of a duplicate or update is not decided yet")
-            else:  # its record is gone (expired, or Redis lost its data): the copy goes on without it
+        pending = {a for a in outside - stored.keys()
+                   if now - self._pending_since.setdefault(a, now) < self.settings.original_wait_s}
+        if pending:
+            waiting = {it.article_id for it in items if wanted(it) in pending}
+            others = any(it.article_id not in waiting and wanted(it) not in waiting for it in items)
+            raise OriginalPending(f"original {min(pending)} of a duplicate or update is not decided yet", others)
+        for a in outside:
+            if self._pending_since.pop(a, None) is not None and a not in stored:
                 log.warning("original_missing", original=a, waited_s=self.settings.original_wait_s)
-                self._pending_since.pop(a, None)
-                out[a] = []
+        return stored
+
+    def _originals(self, items: list[_Item], stored: dict[str, dict]
+                   ) -> tuple[dict[str, list[Entity]], dict[str, str | None]]:
+        """Entities of every original a duplicate or an update in the batch points at (this batch's, or from
+        `stored`; none for one whose record is gone), and which of them were dead-lettered, with the version each
+        was an update of (they have no story: their copies are new articles, and so are their updates but for
+        those of an update, which update the version before it)."""
+        in_batch = {it.article_id: it for it in items}
+        out = {a: in_batch[a].entities for a in in_batch}
+        dead = {a: record.get("update_of") for a, record in stored.items() if record.get("dead_lettered")}
+        for a, record in stored.items():
+            if a in dead:
+                log.warning("original_dead_lettered", original=a)
+            out[a] = [Entity(**e) for e in record["decision"]["entities"]]
+        for it in items:
+            out.setdefault(it.dedup.duplicate_of or it.dedup.update_of, [])  # its record gone: without it
         return out, dead
 
     def cluster(self, items: list[_Item]) -> None:

@@ -410,6 +410,7 @@ def test_a_batch_that_waits_for_an_original_decides_its_other_articles_first(red
                    for i, d in enumerate([b_original, copy_of_held])]
         with pytest.raises(OriginalPending):
             b.process(b_batch)
+        assert b.extractor.calls == [[b_original["title"]]]  # tagged once, alone: the wait came before any NER
         copy_of_b = {**b_original, "id": "c2", "url": "https://mirror.example/2",
                      "published_at": "2026-03-12T09:00:00Z"}
         decided = a.process([Incoming(value=json.dumps(copy_of_b).encode(),
@@ -420,6 +421,25 @@ def test_a_batch_that_waits_for_an_original_decides_its_other_articles_first(red
         retried = b.process(b_batch)
         assert [r.decision.id for r in retried] == ["a2", "c1"] and retried[0].events and not retried[0].redelivered
         assert retried[1].decision.duplicate_of == "a1"
+    finally:
+        c.drop_state()
+
+
+def test_a_batch_whose_every_article_waits_for_an_original_is_not_run_one_message_at_a_time(redis_client,
+                                                                                              monkeypatch):
+    """Nothing in it could be decided: each retry is one attempt of the batch, not one per message as well."""
+    namespace = f"test-{uuid.uuid4().hex[:8]}"
+    held = article(1)
+    c, b = (Pipeline(Settings(), redis_client, namespace, live=True, extractor=FakeExtractor()) for _ in range(2))
+    try:
+        c.dedup.check_and_insert([DedupInput("a1", canonical_url(held["url"]), held["title"], held["text"],
+                                             1773129600.0)])
+        copies = [{**held, "id": f"c{n}", "url": f"https://mirror{n}.example/1"} for n in range(3)]
+        alone = []
+        monkeypatch.setattr(b, "_process_alone", lambda msg: alone.append(msg) or [])
+        with pytest.raises(OriginalPending):
+            b.process(incoming(copies))
+        assert alone == [] and b.extractor.calls == []
     finally:
         c.drop_state()
 
