@@ -170,18 +170,24 @@ class Pipeline:
 
     def _one_at_a_time(self, batch: list[Incoming]) -> list[Result]:
         """Each message alone, in the order the whole batch would decide them (live: event time, as `_process`
-        sorts them); one whose original is not decided yet is tried again after the rest: a batch that failed
-        whole may have made a copy of an article that comes after it (another partition), and only this pass
-        decides that article now."""
+        sorts them), each with the event time the whole batch gives it (a dateless article: the time of the
+        article before it in input order); one whose original is not decided yet is tried again after the
+        rest: a batch that failed whole may have made a copy of an article that comes after it (another
+        partition), and only this pass decides that article now."""
+        times, before, after = self._input_times(batch)
+        order = sorted(range(len(batch)), key=times.__getitem__) if self.live else list(range(len(batch)))
         results: dict[int, list[Result]] = {}
         waiting: list[int] = []
-        for index in self._decision_order(batch):
+        for index in order:
+            self._last_time = before[index]
             try:
                 results[index] = self._process_alone(batch[index])
             except OriginalPending:
                 waiting.append(index)
         for index in waiting:  # still pending: another replica holds the original (the batch is retried)
+            self._last_time = before[index]
             results[index] = self._process_alone(batch[index])
+        self._last_time = after
         out: list[Result] = []
         decided: set[str] = set()
         for result in (result for index in range(len(batch)) for result in results[index]):
@@ -193,24 +199,25 @@ class Pipeline:
             out.append(result)
         return out
 
-    def _decision_order(self, batch: list[Incoming]) -> list[int]:
-        """The batch's indexes, live in event-time order (a stable sort, as `_process` sorts a batch's articles;
-        a message that is no article, first): a batch run one message at a time decides as it would whole."""
-        if not self.live:
-            return list(range(len(batch)))
-        now = dt.datetime.now(dt.timezone.utc)
-
-        def event_time(index: int) -> float:
-            msg = batch[index]
+    def _input_times(self, batch: list[Incoming]) -> tuple[list[float], list[float | None], float | None]:
+        """As `validate` computes them for the whole batch, in input order: each message's event time (-inf: no
+        article, decided first), the previous article's time each one falls back on, and the last one."""
+        saved, now = self._last_time, dt.datetime.now(dt.timezone.utc)
+        times: list[float] = []
+        before: list[float | None] = []
+        for msg in batch:
+            before.append(self._last_time)
             try:
                 if msg.unreadable is not None:
-                    return -math.inf
+                    raise InvalidMessage("unreadable", msg.unreadable)
                 article = parse_article(msg.value, max_bytes=self.settings.max_message_bytes,
                                         max_text_chars=self.settings.max_text_chars)
             except InvalidMessage:
-                return -math.inf
-            return self._event_time(article, msg, now, remember=False)
-        return sorted(range(len(batch)), key=event_time)
+                times.append(-math.inf)
+                continue
+            times.append(self._event_time(article, msg, now))
+        after, self._last_time = self._last_time, saved
+        return times, before, after
 
     def _without_letters_published(self, results: list[Result]) -> list[Result]:
         """A message dead-lettered before (its batch retried or redelivered) is not dead-lettered again."""

@@ -425,6 +425,30 @@ def test_a_batch_that_waits_for_an_original_decides_its_other_articles_first(red
         c.drop_state()
 
 
+def test_a_dateless_article_run_one_message_at_a_time_takes_the_time_the_whole_batch_gives_it(redis_client):
+    """The time of the article before it in input order (here: none, so now), not of the one decided before it."""
+    dateless = {"id": "d", "url": "https://news.example/d", "title": "Museum reopens its east wing to visitors",
+                "source": "outlet-d", "text": "The city museum reopened its east wing after two years of repairs "
+                                               "to the roof and the lighting of the painting galleries."}
+    dated = [{"id": f"x{n}", "url": f"https://news.example/x{n}", "title": title, "source": f"outlet-x{n}",
+              "published_at": f"2026-03-1{n}T08:00:00Z", "text": text}
+             for n, (title, text) in enumerate([
+                 ("Storm closes mountain pass for the winter", "Snow and high winds closed the northern pass on "
+                  "Monday; the road office said it would stay shut until spring while crews clear avalanches."),
+                 ("Council approves new tram line budget", "The council voted to fund the tram extension to the "
+                  "airport, with building due to start next year and trams running by the end of the decade.")])]
+    first_seen = {}
+    for poisoned in (False, True):
+        p = Pipeline(Settings(), redis_client, f"test-{uuid.uuid4().hex[:8]}", live=True, extractor=FakeExtractor())
+        try:
+            docs = [dateless, *dated] + ([{**article(9), "title": "POISON z"}] if poisoned else [])
+            results = p.process(incoming(docs))  # the poison makes the batch run one message at a time
+            first_seen[poisoned] = results[0].events[0].story.first_seen
+        finally:
+            p.drop_state()
+    assert abs((first_seen[True] - first_seen[False]).total_seconds()) < 600, first_seen
+
+
 def test_a_batch_whose_every_article_waits_for_an_original_is_not_run_one_message_at_a_time(redis_client,
                                                                                               monkeypatch):
     """Nothing in it could be decided: each retry is one attempt of the batch, not one per message as well."""
