@@ -426,7 +426,8 @@ class Pipeline:
                 published = bool(record.get("published"))
                 events = [] if published else [StoryEvent.model_validate(e) for e in record["events"]]
                 results[it.index] = Result(decision=Decision.model_validate(record["decision"]), events=events,
-                                           redelivered=published)
+                                           redelivered=published,
+                                           ner_skipped_language=record.get("ner_skipped_language"))
                 first[it.article_id] = it
             else:
                 first[it.article_id] = it
@@ -603,7 +604,7 @@ class Pipeline:
     def _record(result: Result) -> dict:
         return {"decision": result.decision.model_dump(mode="json"),
                 "events": [e.model_dump(mode="json") for e in result.events], "published": False,
-                "decided_at": time.time()}
+                "decided_at": time.time(), "ner_skipped_language": result.ner_skipped_language}
 
 
 @contextlib.contextmanager

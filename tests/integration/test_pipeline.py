@@ -546,6 +546,10 @@ def test_non_english_articles_skip_ner_but_are_clustered(pipeline):
     assert results[0].decision.entities == [] and results[0].ner_skipped_language == "fr"
     assert results[0].decision.story_id
     assert pipeline.extractor.calls == []
+    # decided, not published (the attempt failed after deciding, or the batch waited): the retry's replay is
+    # still counted as a non-English article
+    again = pipeline.process(incoming([article(1, language="fr")]))
+    assert not again[0].redelivered and again[0].ner_skipped_language == "fr"
 
 
 def test_a_batch_is_tagged_in_chunks_each_reporting_progress(redis_client):
