@@ -159,12 +159,14 @@ class DevStack:
         values = list(values)
         keys = list(keys) if keys is not None else [None] * len(values)
         parts = list(partitions) if partitions is not None else [None] * len(values)
-        sent = [producer.send(self.settings.input_topic, key=key, value=value, partition=partition)
-                for key, value, partition in zip(keys, values, parts)]
-        producer.flush(30)
-        for future in sent:
-            future.get(timeout=30)  # a record the broker refused fails here, not later as an article "lost"
-        producer.close()
+        try:
+            sent = [producer.send(self.settings.input_topic, key=key, value=value, partition=partition)
+                    for key, value, partition in zip(keys, values, parts)]
+            producer.flush(30)
+            for future in sent:
+                future.get(timeout=30)  # a record the broker refused fails here, not later as an article "lost"
+        finally:
+            producer.close()
         return len(values)
 
     def read_topic(self, topic: str) -> list:
