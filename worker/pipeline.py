@@ -518,7 +518,8 @@ class Pipeline:
                 log.warning("original_dead_lettered", original=a)
             out[a] = [Entity(**e) for e in record["decision"]["entities"]]
         for it in items:
-            out.setdefault(it.dedup.duplicate_of or it.dedup.update_of, [])  # its record gone: without it
+            if it.dedup.duplicate_of or it.dedup.update_of:
+                out.setdefault(it.dedup.duplicate_of or it.dedup.update_of, [])  # its record gone: without it
         return out, dead
 
     def cluster(self, items: list[_Item]) -> None:
