@@ -371,6 +371,7 @@ class Pipeline:
             self.cluster(fresh)
             self._beat()
             self.record(fresh, results)
+            self._waits_ended(fresh, stored)
         for index, original in repeats:
             results[index] = Result(decision=results[original.index].decision, redelivered=True)
         return [results[i] for i in range(len(batch))]
@@ -487,22 +488,29 @@ class Pipeline:
         def wanted(it: _Item) -> str | None:
             return it.dedup.duplicate_of or it.dedup.update_of
 
-        in_batch = {it.article_id for it in items}
-        outside = {wanted(it) for it in items if wanted(it)} - in_batch
-        for a in in_batch:  # decided with this batch: no wait for it goes on
-            self._pending_since.pop(a, None)
+        outside = {wanted(it) for it in items if wanted(it)} - {it.article_id for it in items}
         stored = self.decisions.load(sorted(outside))
         now = time.monotonic()
         pending = {a for a in outside - stored.keys()
                    if now - self._pending_since.setdefault(a, now) < self.settings.original_wait_s}
         if pending:
-            waiting = {it.article_id for it in items if wanted(it) in pending}
-            others = any(it.article_id not in waiting and wanted(it) not in waiting for it in items)
+            waiting: set[str] = set()
+            while more := {it.article_id for it in items if wanted(it) in pending | waiting} - waiting:
+                waiting |= more  # an article whose original (in the batch) waits, waits too
+            others = any(it.article_id not in waiting for it in items)
             raise OriginalPending(f"original {min(pending)} of a duplicate or update is not decided yet", others)
-        for a in outside:
-            if self._pending_since.pop(a, None) is not None and a not in stored:
-                log.warning("original_missing", original=a, waited_s=self.settings.original_wait_s)
         return stored
+
+    def _waits_ended(self, items: list[_Item], stored: dict[str, dict]) -> None:
+        """Once the batch's decisions are recorded, the waits for its originals end, and any for its own
+        articles: an attempt that fails before that leaves a wait that ran out as it was (begun afresh, it would
+        hold the batch `SW_ORIGINAL_WAIT_S` more at every failure)."""
+        in_batch = {it.article_id for it in items}
+        for it in items:
+            self._pending_since.pop(it.article_id, None)
+            a = it.dedup.duplicate_of or it.dedup.update_of
+            if a and self._pending_since.pop(a, None) is not None and a not in stored and a not in in_batch:
+                log.warning("original_missing", original=a, waited_s=self.settings.original_wait_s)
 
     def _originals(self, items: list[_Item], stored: dict[str, dict]
                    ) -> tuple[dict[str, list[Entity]], dict[str, str | None]]:

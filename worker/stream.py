@@ -19,7 +19,7 @@ import structlog
 from kafka import KafkaConsumer
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.errors import CommitFailedError, CorruptRecordError, KafkaError
+from kafka.errors import CommitFailedError, CorruptRecordError, KafkaError, KafkaTimeoutError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from .adapters.kafka_io import Publisher, lag, make_consumer, undecodable
@@ -298,9 +298,11 @@ class StreamWorker:
         if not owed:
             return
         try:
+            positions = {tp: consumer.position(tp, timeout_ms=self._kafka_timeout_ms) for tp in owed}
+            if None in positions.values():  # not known in time (kafka-python returns None): next interval
+                raise KafkaTimeoutError("read positions not known in time")
             due = {tp: o for tp, o in owed.items()
-                   if consumer.position(tp, timeout_ms=self._kafka_timeout_ms) >= o
-                   and (consumer.committed(tp, timeout_ms=self._kafka_timeout_ms) or 0) < o}
+                   if positions[tp] >= o and (consumer.committed(tp, timeout_ms=self._kafka_timeout_ms) or 0) < o}
             if due:
                 consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in due.items()},
                                 timeout_ms=self._kafka_timeout_ms)

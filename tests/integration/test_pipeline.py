@@ -4,11 +4,13 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import time
 import uuid
 from types import SimpleNamespace
 
 import pytest
 import redis as redis_lib
+import structlog
 from kafka.structs import TopicPartition
 
 from worker.batch import run_batch
@@ -421,6 +423,49 @@ def test_a_batch_that_waits_for_an_original_decides_its_other_articles_first(red
         retried = b.process(b_batch)
         assert [r.decision.id for r in retried] == ["a2", "c1"] and retried[0].events and not retried[0].redelivered
         assert retried[1].decision.duplicate_of == "a1"
+    finally:
+        c.drop_state()
+
+
+def test_a_copy_whose_wait_ran_out_goes_on_without_its_original_even_when_its_batch_fails_once(redis_client):
+    """The copy's wait (0.2 s here) has run out when its batch, which also holds a poison message, fails whole
+    and is run one message at a time: run alone, the copy must not begin a new wait (then and at every retry)."""
+    namespace = f"test-{uuid.uuid4().hex[:8]}"
+    held = article(1)
+    c = Pipeline(Settings(), redis_client, namespace, live=True, extractor=FakeExtractor())
+    b = Pipeline(Settings(original_wait_s=0.2), redis_client, namespace, live=True, extractor=FakeExtractor())
+    try:
+        c.dedup.check_and_insert([DedupInput("a1", canonical_url(held["url"]), held["title"], held["text"],
+                                             1773129600.0)])  # claimed, never decided (its record lost)
+        copy = {**held, "id": "c1", "url": "https://mirror.example/1", "published_at": "2026-03-11T09:00:00Z"}
+        with pytest.raises(OriginalPending):
+            b.process(incoming([copy]))
+        time.sleep(0.3)
+        with structlog.testing.capture_logs() as logs:
+            results = b.process(incoming([copy, {**article(2), "title": "POISON z"}]))
+        assert results[0].decision.duplicate_of == "a1" and results[1].dead_letter is not None
+        assert [line["event"] for line in logs].count("original_missing") == 1
+        assert b._pending_since == {}
+    finally:
+        c.drop_state()
+
+
+def test_a_chain_of_updates_waiting_for_its_first_is_not_run_one_message_at_a_time(redis_client, monkeypatch):
+    """v1 updates v0 (claimed by another replica, not decided), v2 updates v1 and v3 updates v2: all wait."""
+    namespace = f"test-{uuid.uuid4().hex[:8]}"
+    v0 = article(1)
+    c, b = (Pipeline(Settings(), redis_client, namespace, live=True, extractor=FakeExtractor()) for _ in range(2))
+    try:
+        c.dedup.check_and_insert([DedupInput("a1", canonical_url(v0["url"]), v0["title"], v0["text"],
+                                             1773129600.0)])
+        versions = [{**v0, "id": f"v{n}", "published_at": f"2026-03-11T0{n}:00:00Z",
+                     "text": v0["text"] + f" Correction number {n}: the ferry leaves from pier {n} from now on."}
+                    for n in range(1, 4)]
+        alone = []
+        monkeypatch.setattr(b, "_process_alone", lambda msg: alone.append(msg) or [])
+        with pytest.raises(OriginalPending):
+            b.process(incoming(versions))
+        assert alone == []
     finally:
         c.drop_state()
 

@@ -438,6 +438,22 @@ def test_a_published_batch_whose_commit_a_rebalance_failed_is_committed_where_re
     assert len(consumer.commits) == 1
 
 
+def test_an_owed_commit_waits_while_the_read_position_is_not_known_in_time():
+    """kafka-python's position() returns None when the broker did not answer in time: no crash, tried again."""
+    records = [SimpleNamespace(topic="in", partition=0, offset=n, value=b"{}", key=None, headers=[], timestamp=0)
+               for n in (5, 6, 7)]
+    consumer = ConsumerAssignedAgainAfterAFailedCommit({0: None, 1: 5})
+    pipeline = Replaying()
+    pipeline.check_redis_identity, pipeline.close_expired = lambda: None, lambda: []
+    worker = StreamWorker(Settings(), pipeline=pipeline, publisher=SimpleNamespace(publish=list))
+    worker._handle(consumer, records, SimpleNamespace(revoked=set()))
+    worker._periodic(consumer)
+    assert consumer.commits == []
+    consumer.positions[0] = 8
+    worker._periodic(consumer)
+    assert [{tp.partition: meta.offset for tp, meta in c.items()} for c in consumer.commits] == [{0: 8}]
+
+
 class ConsumerWithAnUndecodableRecord:
     """kafka-python 3.0.12's fetcher state after a poll that returned other records first and kept the error of
     partition 1 for the next poll; its reader stopped at offset 12 (the record at fault)."""
