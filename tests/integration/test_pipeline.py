@@ -312,6 +312,12 @@ def test_ner_runs_in_chunks_bounded_by_articles_and_characters():
     assert [len(c) for c in _ner_chunks([item(10 * _NER_CHUNK_CHARS)] * 5, 32)] == [3, 2]
 
 
+def _claim(replica: Pipeline, doc: dict) -> None:
+    """The replica has claimed the article in dedup, as a batch does before deciding it; no decision follows."""
+    replica.dedup.check_and_insert([DedupInput(doc["id"], canonical_url(doc["url"]), doc["title"], doc["text"],
+                                               1773129600.0)])
+
+
 def _one(doc: dict, offset: int) -> list[Incoming]:
     return [Incoming(value=json.dumps(doc).encode(), source=SourceRecord(topic="t", partition=0, offset=offset,
                                                                           timestamp=None))]
@@ -373,8 +379,7 @@ def test_a_message_a_live_worker_gave_up_is_not_counted_against_it(redis_client)
     copy = {**original, "id": "copy", "url": "https://mirror.example/1", "published_at": "2026-03-11T09:00:00Z"}
     holder = Pipeline(Settings(), redis_client, namespace, live=True, extractor=FakeExtractor())
     try:
-        holder.dedup.check_and_insert([DedupInput("a1", canonical_url(original["url"]), original["title"],
-                                                  original["text"], 1773129600.0)])
+        _claim(holder, original)
         poison = _one({**article(2), "title": "POISON y"}, 1)  # so that the batch runs one message at a time
         batch = _one(copy, 0) + poison
         for _ in range(3):
@@ -404,8 +409,7 @@ def test_a_batch_that_waits_for_an_original_decides_its_other_articles_first(red
                           "it would stay shut until spring while crews clear three avalanches."}
     c, b, a = (Pipeline(Settings(), redis_client, namespace, live=True, extractor=FakeExtractor()) for _ in range(3))
     try:
-        c.dedup.check_and_insert([DedupInput("a1", canonical_url(held["url"]), held["title"], held["text"],
-                                             1773129600.0)])  # claimed by C, not decided
+        _claim(c, held)  # claimed by C, not decided
         copy_of_held = {**held, "id": "c1", "url": "https://mirror.example/1", "published_at": "2026-03-11T09:00:00Z"}
         b_batch = [Incoming(value=json.dumps(d).encode(),
                             source=SourceRecord(topic="t", partition=1, offset=i, timestamp=None))
@@ -435,8 +439,7 @@ def test_a_copy_whose_wait_ran_out_goes_on_without_its_original_even_when_its_ba
     c = Pipeline(Settings(), redis_client, namespace, live=True, extractor=FakeExtractor())
     b = Pipeline(Settings(original_wait_s=0.2), redis_client, namespace, live=True, extractor=FakeExtractor())
     try:
-        c.dedup.check_and_insert([DedupInput("a1", canonical_url(held["url"]), held["title"], held["text"],
-                                             1773129600.0)])  # claimed, never decided (its record lost)
+        _claim(c, held)  # claimed, never decided (its record lost)
         copy = {**held, "id": "c1", "url": "https://mirror.example/1", "published_at": "2026-03-11T09:00:00Z"}
         with pytest.raises(OriginalPending):
             b.process(incoming([copy]))
@@ -456,8 +459,7 @@ def test_a_chain_of_updates_waiting_for_its_first_is_not_run_one_message_at_a_ti
     v0 = article(1)
     c, b = (Pipeline(Settings(), redis_client, namespace, live=True, extractor=FakeExtractor()) for _ in range(2))
     try:
-        c.dedup.check_and_insert([DedupInput("a1", canonical_url(v0["url"]), v0["title"], v0["text"],
-                                             1773129600.0)])
+        _claim(c, v0)
         versions = [{**v0, "id": f"v{n}", "published_at": f"2026-03-11T0{n}:00:00Z",
                      "text": v0["text"] + f" Correction number {n}: the ferry leaves from pier {n} from now on."}
                     for n in range(1, 4)]
@@ -501,8 +503,7 @@ def test_a_batch_whose_every_article_waits_for_an_original_is_not_run_one_messag
     held = article(1)
     c, b = (Pipeline(Settings(), redis_client, namespace, live=True, extractor=FakeExtractor()) for _ in range(2))
     try:
-        c.dedup.check_and_insert([DedupInput("a1", canonical_url(held["url"]), held["title"], held["text"],
-                                             1773129600.0)])
+        _claim(c, held)
         copies = [{**held, "id": f"c{n}", "url": f"https://mirror{n}.example/1"} for n in range(3)]
         alone = []
         monkeypatch.setattr(b, "_process_alone", lambda msg: alone.append(msg) or [])
