@@ -82,6 +82,11 @@ class _Item:
     skipped_language: str | None = None  # NER skipped: not English
     orphan: bool = False                 # a copy or update whose original was dead-lettered: clustered as new
 
+    @property
+    def original(self) -> str | None:
+        """The article this one is a copy or an update of (after dedup)."""
+        return self.dedup.duplicate_of or self.dedup.update_of
+
 
 class OriginalPending(DependencyUnavailable):
     """A duplicate's or an update's original is being processed by another replica right now; retry shortly.
@@ -208,10 +213,7 @@ class Pipeline:
         for msg in batch:
             before.append(self._last_time)
             try:
-                if msg.unreadable is not None:
-                    raise InvalidMessage("unreadable", msg.unreadable)
-                article = parse_article(msg.value, max_bytes=self.settings.max_message_bytes,
-                                        max_text_chars=self.settings.max_text_chars)
+                article = self._parse(msg)
             except InvalidMessage:
                 times.append(-math.inf)
                 continue
@@ -300,8 +302,7 @@ class Pipeline:
         found it an update, the record keeps the version it updated (a dead one's, if that one was dead too):
         its own updates update that one."""
         try:
-            article = parse_article(msg.value, max_bytes=self.settings.max_message_bytes,
-                                    max_text_chars=self.settings.max_text_chars)
+            article = self._parse(msg)
         except InvalidMessage:
             return
         aid = article_id(article)
@@ -381,10 +382,7 @@ class Pipeline:
         now = dt.datetime.now(dt.timezone.utc)
         for index, msg in enumerate(batch):
             try:
-                if msg.unreadable is not None:
-                    raise InvalidMessage("unreadable", msg.unreadable)
-                article = parse_article(msg.value, max_bytes=self.settings.max_message_bytes,
-                                        max_text_chars=self.settings.max_text_chars)
+                article = self._parse(msg)
             except InvalidMessage as exc:
                 results[index] = Result(
                     decision=Decision(id=_guess_id(msg.value), error=f"{exc.error_class}: {exc.reason}"),
@@ -396,6 +394,13 @@ class Pipeline:
             event_time = self._event_time(article, msg, now)
             items.append(_Item(index, article, article_id(article), url, event_time))
         return items
+
+    def _parse(self, msg: Incoming) -> Article:
+        """The message's article; InvalidMessage (its error class and reason) when there is none."""
+        if msg.unreadable is not None:
+            raise InvalidMessage("unreadable", msg.unreadable)
+        return parse_article(msg.value, max_bytes=self.settings.max_message_bytes,
+                             max_text_chars=self.settings.max_text_chars)
 
     def _event_time(self, article: Article, msg: Incoming, now: dt.datetime, remember: bool = True) -> float:
         """published_at when plausible, else the broker timestamp (live) when plausible, else the previous
@@ -454,7 +459,7 @@ class Pipeline:
             if it.dedup.update_of in dead and dead[it.dedup.update_of]:  # the version before the dead-lettered one
                 it.dedup = replace(it.dedup, update_of=dead[it.dedup.update_of])
                 continue
-            it.orphan = (it.dedup.duplicate_of or it.dedup.update_of) in dead
+            it.orphan = it.original in dead
             if it.dedup.duplicate_of and not it.orphan:
                 it.entities = relocate(originals[it.dedup.duplicate_of], it.article.title, it.article.text or "")
         self._tag([it for it in items if it.dedup.duplicate_of and it.orphan])
@@ -485,17 +490,14 @@ class Pipeline:
         another replica but not decided yet is waited for (OriginalPending, the batch retried): a copy needs its
         entities, an update its story (else it would be counted as a new article). After `SW_ORIGINAL_WAIT_S` its
         record counts as gone (expired, or Redis lost its data): the copy goes on without it."""
-        def wanted(it: _Item) -> str | None:
-            return it.dedup.duplicate_of or it.dedup.update_of
-
-        outside = {wanted(it) for it in items if wanted(it)} - {it.article_id for it in items}
+        outside = {it.original for it in items if it.original} - {it.article_id for it in items}
         stored = self.decisions.load(sorted(outside))
         now = time.monotonic()
         pending = {a for a in outside - stored.keys()
                    if now - self._pending_since.setdefault(a, now) < self.settings.original_wait_s}
         if pending:
             waiting: set[str] = set()
-            while more := {it.article_id for it in items if wanted(it) in pending | waiting} - waiting:
+            while more := {it.article_id for it in items if it.original in pending | waiting} - waiting:
                 waiting |= more  # an article whose original (in the batch) waits, waits too
             others = any(it.article_id not in waiting for it in items)
             raise OriginalPending(f"original {min(pending)} of a duplicate or update is not decided yet", others)
@@ -508,7 +510,7 @@ class Pipeline:
         in_batch = {it.article_id for it in items}
         for it in items:
             self._pending_since.pop(it.article_id, None)
-            a = it.dedup.duplicate_of or it.dedup.update_of
+            a = it.original
             if a and self._pending_since.pop(a, None) is not None and a not in stored and a not in in_batch:
                 log.warning("original_missing", original=a, waited_s=self.settings.original_wait_s)
 
@@ -526,8 +528,8 @@ class Pipeline:
                 log.warning("original_dead_lettered", original=a)
             out[a] = [Entity(**e) for e in record["decision"]["entities"]]
         for it in items:
-            if it.dedup.duplicate_of or it.dedup.update_of:
-                out.setdefault(it.dedup.duplicate_of or it.dedup.update_of, [])  # its record gone: without it
+            if it.original:
+                out.setdefault(it.original, [])  # its record gone: without it
         return out, dead
 
     def cluster(self, items: list[_Item]) -> None:
