@@ -4,13 +4,15 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test faults soak bench evaluate ablate schemas
+LOCK_VENV := .lock-venv
 
-$(STAMP): pyproject.toml
+.PHONY: demo test faults soak bench evaluate ablate schemas lock
+
+$(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ required"'
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install -q --disable-pip-version-check -e ".[local,test,bench]"
+	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[local,test,bench]"
 	@touch $(STAMP)
 
 demo: $(STAMP)  ## stream the sample articles through real workers and print the stories
@@ -36,3 +38,12 @@ ablate: $(STAMP)  ## clustering quality per signal switched off, on ../shared/da
 
 schemas: $(STAMP)
 	$(VENV)/bin/story-worker schemas --write
+
+lock:  ## resolve pyproject.toml afresh in a scratch venv and pin the result in constraints.txt
+	rm -rf $(LOCK_VENV)
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/pip install -q --disable-pip-version-check --upgrade pip
+	$(LOCK_VENV)/bin/pip install -q --disable-pip-version-check ".[local,test,bench]"
+	{ sed -n '/^#/p' constraints.txt; $(LOCK_VENV)/bin/pip freeze --exclude story-worker; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+	rm -rf $(LOCK_VENV)
