@@ -1,0 +1,119 @@
+"""Story quality of the live worker against batch mode, on the labelled story sets in ../shared/data.
+
+Batch mode (what `make evaluate` scores) decides articles one at a time in file order. A deployment decides them
+in batches, several replicas at once, each partition in its own order. This streams a set through real
+`story-worker run` processes behind a real broker (`DevStack`: tansu and a private Redis unless configured),
+keyed by URL as `story-worker produce` keys them, reads the story topic back, takes each article's story from
+its event, and scores both runs with ../shared/tools/score.py in the same process:
+
+    python bench/stream_quality.py                                  # every story set, 2 workers, 4 partitions
+    python bench/stream_quality.py --sets ecbplus_story_clusters --workers 3 --partitions 6
+    python bench/stream_quality.py --pace 32     # 32 articles at a time: a live stream, not a backlog
+
+It also counts articles whose events name more than one story (a replay that re-decided an article: expected
+0) and articles with no event.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+SHARED = ROOT.parent / "shared"
+
+from worker.devstack import DevStack  # noqa: E402
+
+SETS = {
+    "gva_incident_clusters": "gva_incident_clusters/dev.jsonl",
+    "ecbplus_story_clusters": "ecbplus_story_clusters/dev.jsonl",
+    "uci_news_aggregator_head": "uci_news_aggregator_head/dev.jsonl",
+}
+FIGURES = ("bcubed_precision", "bcubed_recall", "bcubed_f1", "pairwise_f1", "pred_stories", "gold_stories")
+
+
+def batch_decisions(path: Path, work: Path) -> tuple[list[dict], float]:
+    """`story-worker batch` over the file, as ../shared/tools/evaluate.py runs it: (decisions, seconds)."""
+    out = work / f"{path.parent.name}.batch.jsonl"
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "worker.cli", "batch", "--input", str(path), "--output", str(out)],
+                   check=True, capture_output=True)
+    seconds = time.perf_counter() - started
+    return [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()], seconds
+
+
+def stream_decisions(lines: list[bytes], workers: int, partitions: int, pace: int | None,
+                     env: dict[str, str]) -> tuple[list[dict], float, dict]:
+    """The lines through `workers` worker processes: (a decision per article seen, seconds, counts). With `pace`,
+    `pace` articles at a time, each slice once the one before is decided (a live stream the workers keep up
+    with); without, the whole file at once (a backlog, partitions read at their own speeds)."""
+    ids = {json.loads(line)["id"] for line in lines}
+    step = pace or len(lines)
+    with DevStack(partitions=partitions) as stack:
+        started_workers = [stack.start_worker(env) for _ in range(workers)]
+        for worker in started_workers:
+            stack.wait_logged(worker, "partitions_assigned")
+        started = time.perf_counter()
+        for begin in range(0, len(lines), step):
+            part = lines[begin:begin + step]
+            stack.produce(part, keys=[(json.loads(line).get("url") or "").encode() or None for line in part])
+            sent = {json.loads(line)["id"] for line in lines[:begin + step]}
+            events, _ = stack.wait_accounted(sent, dead=0, timeout=3600)
+        seconds = time.perf_counter() - started
+    stories: dict[str, set[str]] = {}
+    for event in events:
+        if event.get("article"):
+            stories.setdefault(event["article"]["id"], set()).add(event["story_id"])
+    counts = {"events": len(events), "articles_without_event": len(ids - stories.keys()),
+              "articles_in_two_stories": sum(len(s) > 1 for s in stories.values())}
+    return [{"id": i, "story_id": min(s)} for i, s in stories.items()], seconds, counts
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sets", nargs="*", choices=sorted(SETS), default=list(SETS))
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--partitions", type=int, default=4)
+    ap.add_argument("--pace", type=int, help="produce this many articles at a time, each slice once the one before "
+                    "is decided (default: the whole set at once, as a backlog)")
+    ap.add_argument("--env", nargs="*", default=[], metavar="NAME=VALUE", help="worker settings, e.g. "
+                    "SW_MAX_PARTITION_FETCH_BYTES=262144")
+    ap.add_argument("--stream-only", action="store_true", help="leave out the batch-mode run")
+    a = ap.parse_args()
+    env = dict(pair.split("=", 1) for pair in a.env)
+    if not (SHARED / "data").is_dir():
+        print(f"labelled data not found at {SHARED / 'data'}: nothing to measure", file=sys.stderr)
+        return 2
+    sys.path.insert(0, str(SHARED / "tools"))
+    from score import read_jsonl, score_stories
+
+    summary = {}
+    with tempfile.TemporaryDirectory(prefix="stream-quality-") as scratch:
+        for name in a.sets:
+            path = SHARED / "data" / SETS[name]
+            gold = read_jsonl(str(path))
+            lines = [line.encode() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+            runs = {} if a.stream_only else {"batch": batch_decisions(path, Path(scratch))}
+            decisions, seconds, counts = stream_decisions(lines, a.workers, a.partitions, a.pace, env)
+            runs["stream"] = (decisions, seconds)
+            result = {"articles": len(lines), **counts}
+            for mode, (decisions, seconds) in runs.items():
+                scores = score_stories(gold, decisions)
+                result[mode] = {key: scores[key] for key in FIGURES}
+                result[mode]["articles_per_s"] = round(len(lines) / seconds, 1)
+            if "batch" in result:
+                result["stream_over_batch_bcubed_f1"] = round(result["stream"]["bcubed_f1"]
+                                                             / result["batch"]["bcubed_f1"], 3)
+            summary[name] = result
+            print(f"{name}: {json.dumps(result)}", flush=True)
+    print(json.dumps({"workers": a.workers, "partitions": a.partitions, "pace": a.pace, "env": env, "sets": summary}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
