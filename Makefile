@@ -11,7 +11,7 @@ LOCK_VENV := .lock-venv
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ required"'
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt --upgrade pip
 	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[local,test,bench]"
 	@touch $(STAMP)
 
@@ -40,10 +40,11 @@ schemas: $(STAMP)
 	$(VENV)/bin/story-worker schemas --write
 
 lock:  ## resolve pyproject.toml afresh in a scratch venv and pin the result in constraints.txt
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "lock with Python 3.11: pins differ by version"'
 	rm -rf $(LOCK_VENV)
 	$(PYTHON) -m venv $(LOCK_VENV)
 	$(LOCK_VENV)/bin/pip install -q --disable-pip-version-check --upgrade pip
 	$(LOCK_VENV)/bin/pip install -q --disable-pip-version-check ".[local,test,bench]"
-	{ sed -n '/^#/p' constraints.txt; $(LOCK_VENV)/bin/pip freeze --exclude story-worker; } > constraints.txt.new
+	{ sed -n '/^#/p' constraints.txt; $(LOCK_VENV)/bin/pip freeze --all --exclude story-worker; } > constraints.txt.new
 	mv constraints.txt.new constraints.txt
 	rm -rf $(LOCK_VENV)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -37,14 +38,25 @@ SETS = {
 FIGURES = ("bcubed_precision", "bcubed_recall", "bcubed_f1", "pairwise_f1", "pred_stories", "gold_stories")
 
 
-def batch_decisions(path: Path, work: Path) -> tuple[list[dict], float]:
-    """`story-worker batch` over the file, as ../shared/tools/evaluate.py runs it: (decisions, seconds)."""
+def batch_decisions(path: Path, work: Path, env: dict[str, str]) -> tuple[list[dict], float]:
+    """`story-worker batch` over the file, as ../shared/tools/evaluate.py runs it, with the workers' settings:
+    (decisions, seconds)."""
     out = work / f"{path.parent.name}.batch.jsonl"
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "worker.cli", "batch", "--input", str(path), "--output", str(out)],
-                   check=True, capture_output=True)
+    run = subprocess.run([sys.executable, "-m", "worker.cli", "batch", "--input", str(path), "--output", str(out)],
+                         capture_output=True, text=True, env={**os.environ, **env})
+    if run.returncode != 0:
+        raise RuntimeError(f"batch mode failed ({run.returncode}): {run.stderr[-1500:]}")
     seconds = time.perf_counter() - started
     return [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()], seconds
+
+
+def as_gold(decisions: list[dict]) -> list[dict]:
+    """Batch decisions as gold rows: each article with its story, a duplicate (which may carry none) with its
+    original's."""
+    story = {d["id"]: d.get("story_id") for d in decisions}
+    rows = [{"id": d["id"], "story_id": d.get("story_id") or story.get(d.get("duplicate_of"))} for d in decisions]
+    return [row for row in rows if row["story_id"]]
 
 
 def stream_decisions(lines: list[bytes], workers: int, partitions: int, pace: int | None,
@@ -54,6 +66,7 @@ def stream_decisions(lines: list[bytes], workers: int, partitions: int, pace: in
     with); without, the whole file at once (a backlog, partitions read at their own speeds)."""
     ids = {json.loads(line)["id"] for line in lines}
     step = pace or len(lines)
+    timeout = 600 if pace else 3600
     with DevStack(partitions=partitions) as stack:
         started_workers = [stack.start_worker(env) for _ in range(workers)]
         for worker in started_workers:
@@ -63,7 +76,12 @@ def stream_decisions(lines: list[bytes], workers: int, partitions: int, pace: in
             part = lines[begin:begin + step]
             stack.produce(part, keys=[(json.loads(line).get("url") or "").encode() or None for line in part])
             sent = {json.loads(line)["id"] for line in lines[:begin + step]}
-            events, _ = stack.wait_accounted(sent, dead=0, timeout=3600)
+            events, _ = stack.wait_accounted(sent, dead=0, timeout=timeout)
+            missing = sent - {e["article"]["id"] for e in events if e.get("article")}
+            if missing:
+                status = {w.name: w.process.poll() for w in started_workers}
+                raise RuntimeError(f"{len(missing)} articles had no event after {timeout} s (worker exit codes, "
+                                   f"None = running: {status}; logs in {stack.workdir})")
         seconds = time.perf_counter() - started
     stories: dict[str, set[str]] = {}
     for event in events:
@@ -98,7 +116,7 @@ def main() -> int:
             path = SHARED / "data" / SETS[name]
             gold = read_jsonl(str(path))
             lines = [line.encode() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-            runs = {} if a.stream_only else {"batch": batch_decisions(path, Path(scratch))}
+            runs = {} if a.stream_only else {"batch": batch_decisions(path, Path(scratch), env)}
             decisions, seconds, counts = stream_decisions(lines, a.workers, a.partitions, a.pace, env)
             runs["stream"] = (decisions, seconds)
             result = {"articles": len(lines), **counts}
@@ -109,6 +127,9 @@ def main() -> int:
             if "batch" in result:
                 result["stream_over_batch_bcubed_f1"] = round(result["stream"]["bcubed_f1"]
                                                              / result["batch"]["bcubed_f1"], 3)
+                # the two runs' stories against each other: batch mode's taken as the gold
+                agreement = score_stories(as_gold(runs["batch"][0]), runs["stream"][0])
+                result["stream_vs_batch"] = {key: agreement[key] for key in ("bcubed_f1", "pairwise_f1")}
             summary[name] = result
             print(f"{name}: {json.dumps(result)}", flush=True)
     print(json.dumps({"workers": a.workers, "partitions": a.partitions, "pace": a.pace, "env": env, "sets": summary}))
