@@ -9,6 +9,7 @@ its event, and scores both runs with ../shared/tools/score.py in the same proces
     python bench/stream_quality.py                                  # every story set, 2 workers, 4 partitions
     python bench/stream_quality.py --sets ecbplus_story_clusters --workers 3 --partitions 6
     python bench/stream_quality.py --pace 32     # 32 articles at a time: a live stream, not a backlog
+    python bench/stream_quality.py --sets ecbplus_story_clusters --batch-orders 6   # and batch mode, shuffled
 
 It also counts articles whose events name more than one story (a replay that re-decided an article: expected
 0) and articles with no event.
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import subprocess
 import sys
 import tempfile
@@ -41,7 +43,7 @@ FIGURES = ("bcubed_precision", "bcubed_recall", "bcubed_f1", "pairwise_f1", "pre
 def batch_decisions(path: Path, work: Path, env: dict[str, str]) -> tuple[list[dict], float]:
     """`story-worker batch` over the file, as ../shared/tools/evaluate.py runs it, with the workers' settings:
     (decisions, seconds)."""
-    out = work / f"{path.parent.name}.batch.jsonl"
+    out = work / f"{path.stem}.batch.jsonl"
     started = time.perf_counter()
     run = subprocess.run([sys.executable, "-m", "worker.cli", "batch", "--input", str(path), "--output", str(out)],
                          capture_output=True, text=True, env={**os.environ, **env})
@@ -49,6 +51,21 @@ def batch_decisions(path: Path, work: Path, env: dict[str, str]) -> tuple[list[d
         raise RuntimeError(f"batch mode failed ({run.returncode}): {run.stderr[-1500:]}")
     seconds = time.perf_counter() - started
     return [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()], seconds
+
+
+def shuffled_batch_scores(path: Path, lines: list[bytes], orders: int, work: Path, env: dict[str, str],
+                          gold: list[dict], score_stories) -> list[float]:
+    """Batch mode's BCubed F1 over the set in `orders` random orders (seeds 1..orders): how much order alone
+    moves the figures, the yardstick for a stream, whose order is the partitions'."""
+    scores = []
+    for seed in range(1, orders + 1):
+        shuffled = lines[:]
+        random.Random(seed).shuffle(shuffled)
+        order_file = work / f"{path.parent.name}.order{seed}.jsonl"
+        order_file.write_bytes(b"\n".join(shuffled) + b"\n")
+        decisions, _ = batch_decisions(order_file, work, env)
+        scores.append(score_stories(gold, decisions)["bcubed_f1"])
+    return scores
 
 
 def as_gold(decisions: list[dict]) -> list[dict]:
@@ -102,6 +119,8 @@ def main() -> int:
     ap.add_argument("--env", nargs="*", default=[], metavar="NAME=VALUE", help="worker settings, e.g. "
                     "SW_MAX_PARTITION_FETCH_BYTES=262144")
     ap.add_argument("--stream-only", action="store_true", help="leave out the batch-mode run")
+    ap.add_argument("--batch-orders", type=int, default=0, metavar="N",
+                    help="also run batch mode over N random orders of each set (order alone, without a stream)")
     a = ap.parse_args()
     env = dict(pair.split("=", 1) for pair in a.env)
     if not (SHARED / "data").is_dir():
@@ -130,6 +149,9 @@ def main() -> int:
                 # the two runs' stories against each other: batch mode's taken as the gold
                 agreement = score_stories(as_gold(runs["batch"][0]), runs["stream"][0])
                 result["stream_vs_batch"] = {key: agreement[key] for key in ("bcubed_f1", "pairwise_f1")}
+            if a.batch_orders:
+                result["batch_shuffled_bcubed_f1"] = shuffled_batch_scores(path, lines, a.batch_orders, Path(scratch),
+                                                                           env, gold, score_stories)
             summary[name] = result
             print(f"{name}: {json.dumps(result)}", flush=True)
     print(json.dumps({"workers": a.workers, "partitions": a.partitions, "pace": a.pace, "env": env, "sets": summary}))
