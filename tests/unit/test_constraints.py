@@ -35,8 +35,12 @@ def _pins() -> dict[str, Version]:
     return pins
 
 
+def _project() -> dict:
+    return tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))["project"]
+
+
 def _requirements() -> list[Requirement]:
-    project = tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))["project"]
+    project = _project()
     listed = list(project["dependencies"])
     for extra in project.get("optional-dependencies", {}).values():
         listed.extend(extra)
@@ -45,7 +49,7 @@ def _requirements() -> list[Requirement]:
 
 def test_every_requirement_is_pinned_within_its_range():
     pins = _pins()
-    assert canonicalize_name(tomllib.loads(PYPROJECT.read_text())["project"]["name"]) not in pins, \
+    assert canonicalize_name(_project()["name"]) not in pins, \
         "the project itself is pinned: regenerate with `make lock`"
     for requirement in _requirements():
         name = canonicalize_name(requirement.name)
