@@ -30,6 +30,7 @@ _PUBLISHED_AT_SCHEMA = {"anyOf": [
      "description": "ISO 8601 date-time (no offset: UTC) or date (midnight UTC), RFC 2822 as in RSS, or empty"},
     {"type": "number", "description": "Unix time in seconds (or milliseconds)"},
     {"type": "null"}]}
+_BARE_DATE = re.compile(r"\d{4}-\d{2}-\d{2}$")  # "2013-05-02"; a string of ten digits is Unix seconds
 _URL_PATTERN = r"^[Hh][Tt][Tt][Pp][Ss]?://[^\x00-\x20\x7f/?#]+[^\x00-\x20\x7f]*$"
 _OUTPUT = ConfigDict(json_schema_serialization_defaults_required=True)  # the worker writes every field
 
@@ -64,7 +65,7 @@ class Article(BaseModel):
         value = value.strip()
         if not value:
             return None
-        if len(value) == 10:
+        if _BARE_DATE.match(value):
             return value + "T00:00:00Z"
         if not value[:4].isdigit():  # not ISO: RFC 2822 or nothing
             try:

@@ -280,7 +280,7 @@ class Pipeline:
         """A valid or invalid message dead-lettered because processing it failed (error class `processing`)."""
         letter = DeadLetter.build(msg.value or b"", error_class="processing", reason=reason, source=msg.source,
                                   worker_version=__version__, max_bytes=self.settings.dead_letter_max_bytes)
-        decision = Decision(id=_guess_id(msg.value), error=f"processing: {reason}")
+        decision = Decision(id=_guess_id(msg.value, self.settings.max_message_bytes), error=f"processing: {reason}")
         self._record_poison(msg, decision)
         return [Result(decision=decision, dead_letter=letter)]
 
@@ -385,7 +385,8 @@ class Pipeline:
                 article = self._parse(msg)
             except InvalidMessage as exc:
                 results[index] = Result(
-                    decision=Decision(id=_guess_id(msg.value), error=f"{exc.error_class}: {exc.reason}"),
+                    decision=Decision(id=_guess_id(msg.value, self.settings.max_message_bytes),
+                                      error=f"{exc.error_class}: {exc.reason}"),
                     dead_letter=DeadLetter.build(msg.value or b"", error_class=exc.error_class, reason=exc.reason,
                                                  source=msg.source, worker_version=__version__,
                                                  max_bytes=self.settings.dead_letter_max_bytes))
@@ -660,8 +661,12 @@ def article_id(article: Article) -> str:
     return article.id or article_id_for(article.url, article.text, article.title)
 
 
-def _guess_id(value: bytes | None) -> str | None:
-    """The `id` of an invalid message when it can still be read, for the batch-mode error line."""
+def _guess_id(value: bytes | None, max_bytes: int) -> str | None:
+    """The `id` of an invalid message when it can still be read, for the batch-mode error line. Not looked for in
+    a message over `max_bytes`: parsing it is what the size limit spares (a compressed record can expand to many
+    times the limit, and its JSON to many times that in memory)."""
+    if value is not None and len(value) > max_bytes:
+        return None
     try:
         data = json.loads((value or b"").decode("utf-8"))
         found = data.get("id") if isinstance(data, dict) else None

@@ -27,7 +27,9 @@ def parse_article(value: bytes | None, *, max_bytes: int, max_text_chars: int) -
     if brackets > _MAX_JSON_DEPTH and _nesting_depth(decoded) > _MAX_JSON_DEPTH:
         raise InvalidMessage("invalid", f"JSON nested deeper than {_MAX_JSON_DEPTH} levels")
     try:
-        data = json.loads(decoded)
+        data = json.loads(decoded, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+    except _DuplicateKey as exc:
+        raise InvalidMessage("invalid", f"duplicate key {exc.args[0]!r} (which value holds is ambiguous)") from None
     except (json.JSONDecodeError, RecursionError, ValueError) as exc:
         raise InvalidMessage("not_json", f"not JSON: {exc}") from None
     if not isinstance(data, dict):
@@ -40,7 +42,30 @@ def parse_article(value: bytes | None, *, max_bytes: int, max_text_chars: int) -
         raise InvalidMessage("oversize", f"text is {len(article.text)} characters, the limit is {max_text_chars}")
     if "\x00" in article.url or "\x00" in article.source:
         raise InvalidMessage("invalid", "NUL character in url or source")
+    for name in ("title", "text"):
+        try:
+            (getattr(article, name) or "").encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate escape ("\\udc00"): NER and the output cannot take it
+            raise InvalidMessage("invalid", f"{name}: not valid Unicode (a lone surrogate)") from None
     return article
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    """A JSON object whose keys are all distinct (json.loads would silently keep the last of a repeated key)."""
+    data = dict(pairs)
+    if len(data) != len(pairs):
+        seen: set[str] = set()
+        raise _DuplicateKey(next(k for k, _ in pairs if k in seen or seen.add(k)))
+    return data
+
+
+def _no_constant(name: str) -> None:
+    """NaN and Infinity are not JSON (RFC 8259), though Python's parser takes them."""
+    raise ValueError(f"{name} is not a JSON value")
 
 
 def _describe(exc: ValidationError) -> str:

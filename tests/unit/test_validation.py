@@ -32,6 +32,11 @@ def test_valid_article_with_bare_date_and_unknown_fields():
     (json.dumps({**GOOD, "text": "y" * 1_001}).encode(), "oversize"),
     (b"[" * 5000 + b"]" * 5000, "invalid"),
     (None, "invalid"),
+    (b'{"url": "https://example.org/a", "title": "A", "title": "B", "source": "s"}', "invalid"),
+    (b'{"url": "https://example.org/a", "title": "A", "source": "s", "score": NaN}', "not_json"),
+    (b'{"url": "https://example.org/a", "title": "A", "source": "s", "x": {"y": -Infinity}}', "not_json"),
+    (b'{"url": "https://example.org/a", "title": "A", "source": "s", "text": "Mer\\udc00kel"}', "invalid"),
+    (b'{"url": "https://example.org/a", "title": "\\ud800", "source": "s"}', "invalid"),
 ])
 def test_invalid_messages_are_classified(value, error_class):
     with pytest.raises(InvalidMessage) as info:
@@ -49,6 +54,8 @@ def test_title_and_text_stay_as_given_for_entity_offsets_and_identifiers_are_tri
     ("Thu, 02 May 2013 10:00:00 GMT", "2013-05-02T10:00:00+00:00"),
     ("Thu, 02 May 2013 12:00:00 +0200", "2013-05-02T12:00:00+02:00"),
     ("2013-05-02T10:00:00Z", "2013-05-02T10:00:00+00:00"),
+    ("1367488800", "2013-05-02T10:00:00+00:00"),      # Unix seconds as a string (ten digits, not a bare date)
+    ("1367488800000", "2013-05-02T10:00:00+00:00"),   # and milliseconds
     ("", None),
 ])
 def test_rss_dates_are_read_and_an_empty_date_is_missing(value, expected):
@@ -67,6 +74,22 @@ def test_an_rss_date_with_numbers_too_large_is_invalid_not_an_overflow(value):
     assert info.value.error_class == "invalid"
 
 
+def test_a_repeated_key_is_named_and_a_lone_surrogate_names_its_field():
+    with pytest.raises(InvalidMessage, match="duplicate key 'title'"):
+        parse(b'{"url": "https://example.org/a", "title": "A", "title": "B", "source": "s"}')
+    with pytest.raises(InvalidMessage, match="text: not valid Unicode"):
+        parse(b'{"url": "https://example.org/a", "title": "A", "source": "s", "text": "Mer\\udc00kel"}')
+
+
 def test_reason_names_the_field():
     with pytest.raises(InvalidMessage, match="published_at"):
         parse(json.dumps({**GOOD, "published_at": "not a date"}).encode())
+
+
+def test_the_id_of_a_rejected_message_is_not_looked_for_past_the_size_limit():
+    from worker.pipeline import _guess_id
+
+    small = json.dumps({"id": "a1", "title": 5}).encode()
+    padded = json.dumps({"id": "a1", "pad": [{}] * 2_000}).encode()   # what a compressed record can expand to
+    assert _guess_id(small, 1_024) == "a1"
+    assert len(padded) > 1_024 and _guess_id(padded, 1_024) is None and _guess_id(padded, len(padded)) == "a1"
