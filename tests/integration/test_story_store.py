@@ -203,6 +203,24 @@ def test_close_expired_closes_once_and_offers_the_event_until_confirmed(store):
     assert late.story_id != old.story_id  # a closed story takes no new articles
 
 
+def test_a_story_kept_busy_by_updates_and_copies_alone_closes_when_no_report_could_join_it(store):
+    """A live blog updated for weeks, a wire story copied late: they move `last_seen` but not the time the
+    candidate index finds the story by. Kept open by them, the story would say open while a new report of the
+    event founds another story."""
+    first, = store.assign([report("a1")])
+    version = "a1"
+    for day in (10, 20, 35):
+        store.update_article(replace(report(f"a1-v{day}", day=day), url="https://x.example/a1"), update_of=version)
+        version = f"a1-v{day}"
+    store.add_duplicate("a1-copy", duplicate_of="a1", source="copier", event_time=T0 + 36 * DAY)
+    store.assign([report("b1", day=36, **OTHER)])
+    closed = store.close_expired()
+    assert [(c.story_id, c.action) for c in closed] == [(first.story_id, "story_closed")]
+    assert closed[0].story["closed"] and closed[0].story["last_seen"] > first.story["last_seen"]  # moved by them
+    follow_up, = store.assign([report("a2", day=37)])
+    assert follow_up.story_id != first.story_id
+
+
 def test_a_close_not_yet_published_is_superseded_by_a_later_change_of_the_closed_story(store):
     """Offered again after a failed publish, story_closed would carry the state a late copy made since, under
     the copy's version: two events of one version. The copy's event says closed: nothing more to say."""

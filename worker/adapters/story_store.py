@@ -17,7 +17,9 @@ touch any of them (Redis Cluster safe). Layout:
     iver:<key>       version of idx:<key> (optimistic concurrency), expiring with it
     story:<id>       JSON story state (cluster.py), its version inside
     sver:<id>        that version again, for the commit script's check (no JSON decoding), expiring with it
-    active           zset story id -> last seen, for closing stories that left the window
+    active           zset story id -> event time of its latest report, for closing stories that left the window:
+                     the time the candidate index finds them by (a copy or an update, which moves `last_seen`,
+                     does not keep open a story no report could join any more)
     closing          zset story id -> its closed version, for closed stories whose story_closed event is not yet
                      confirmed published
     art:<id>         JSON {"change", "entities", "time"}: the change recorded for an article id (idempotency), the
@@ -251,7 +253,7 @@ class StoryStore:
         states = [json.loads(raw) for raw in self.redis.mget([self._story_key(s) for s in ids]) if raw]
         # Checked again on the state itself: a join committed since the range read keeps the story open (one
         # committed after this read fails the version check).
-        reopened = {s["id"] for s in states if s["last_seen"] >= clock - self.window}
+        reopened = {s["id"] for s in states if cluster.latest_report(s) >= clock - self.window}
         states = [s for s in states if s["id"] not in reopened]
         closed = [{**s, "closed": True, "version": s["version"] + 1} for s in states]
         plan = self._plan()
@@ -449,7 +451,7 @@ class StoryStore:
         for story_id, state in snap.stories.items():
             if story_id in snap.new_stories or state["version"] != snap.story_versions_read.get(story_id):
                 self._set_story(plan, state)
-                plan["zadd"].append([self._key("active"), repr(state["last_seen"]), story_id])
+                plan["zadd"].append([self._key("active"), repr(cluster.latest_report(state)), story_id])
         for key, story_ids in snap.touched_keys.items():
             index_key = self._key("idx", key)
             plan["zadd"] += [[index_key, repr(snap.postings[key][s]), s] for s in sorted(story_ids)]
@@ -505,7 +507,7 @@ class StoryStore:
             if replaces and entities is not None:  # checked by the story's version: a concurrent update reads again
                 plan["set"].append([self._article_key(held), json.dumps({**record, "replaced_by": article_id})])
             if not state.get("closed"):
-                plan["zadd"] = [[self._key("active"), repr(state["last_seen"]), story_id]]
+                plan["zadd"] = [[self._key("active"), repr(cluster.latest_report(state)), story_id]]
             plan["clock"], plan["clock_repr"] = event_time, repr(event_time)
             if self._run(plan, []):
                 return change
