@@ -386,3 +386,24 @@ def test_other_samples_are_read_only_for_an_item_that_may_have_a_candidate(index
     assert first[0].duplicate_of is None and not seen[-1].candidates and other not in seen[-1].boilerplate
     copy = index.check_and_insert([art("c1", "DUNFORD - " + STORIES[1], "https://wire.example/1", t=T0 + 60)])
     assert copy[0].duplicate_of == "o1" and seen[-1].candidates and other in seen[-1].boilerplate
+
+
+def test_whether_an_article_had_a_body_survives_in_redis_for_another_replica(client):
+    """A headline-only item, read back by a replica that did not index it, is still known as one: an article
+    quoting its headline is not its copy, and a feed's headline of a page held in full is a copy of it."""
+    namespace = "test-headline-" + uuid.uuid4().hex
+    headline = "Apple unveils new iPhone with satellite messaging at Cupertino event"
+    try:
+        DedupIndex(client, namespace, None, WINDOW).check_and_insert([
+            art("h1", None, "https://feed.example/h1", title=headline),
+            art("o1", STORIES[0], "https://penwick.example/quay", title="Storm closes Penwick quay")])
+        out = DedupIndex(client, namespace, None, WINDOW).check_and_insert([
+            art("b1", "Markets opened higher on Tuesday as investors weighed the latest jobs figures and a rally "
+                      "in technology shares. Read more: " + headline, "https://brief.example/1",
+                title="Morning briefing: markets open higher", t=T0 + 60),
+            art("f1", None, "https://penwick.example/quay", title="Storm closes Penwick quay", t=T0 + 60)])
+        got = {o.article_id: (o.duplicate_of, o.kind, o.update_of) for o in out}
+        assert got == {"b1": (None, None, None), "f1": ("o1", "exact_url", None)}
+    finally:
+        DedupIndex(client, namespace, None, WINDOW).drop()
+

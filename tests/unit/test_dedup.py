@@ -35,7 +35,7 @@ def item(article_id, text, title="Fire at Ashby grain warehouse", url="https://a
 def indexed(inp: DedupInput) -> IndexedArticle:
     fp = fingerprint(inp.canonical_url, inp.title, inp.text)
     return IndexedArticle(inp.article_id, inp.event_time, fp.content_key, fp.level, fp.sketch, fp.title_words,
-                          fp.body_supports_title)
+                          fp.body_supports_title, headline_only=fp.headline_only)
 
 
 def run(inp: DedupInput, evidence: Evidence, now=T0) -> DedupOutcome:
@@ -58,6 +58,28 @@ def test_same_url_same_content_is_exact_url():
 def test_same_url_new_content_is_an_update_not_a_duplicate():
     out = run(item("a2", STORY + " Update: the fire was started deliberately."), Evidence(same_url=indexed(ORIGINAL)))
     assert out.duplicate_of is None and out.update_of == "a1"
+
+
+def test_a_feed_s_headline_of_a_page_held_in_full_is_a_copy_not_an_update_that_drops_the_body():
+    headline = item("a2", None, title=ORIGINAL.title)
+    out = run(headline, Evidence(same_url=indexed(ORIGINAL)))
+    assert (out.duplicate_of, out.kind, out.update_of) == ("a1", "exact_url", None)
+    assert out.matched == {"by": "canonical_url", "headline_only": True}
+    body_later = run(ORIGINAL, Evidence(same_url=indexed(headline)))   # the body arriving after its headline
+    assert (body_later.duplicate_of, body_later.update_of) == (None, "a2")
+
+
+def test_an_article_quoting_a_headline_only_item_is_not_its_copy():
+    """A headline alone is contained in every article that quotes it: a briefing, a "Read more" line."""
+    headline = item("h1", None, title="Apple unveils new iPhone with satellite messaging at Cupertino event",
+                    url="https://feed.example/h1")
+    quoting = item("a2", "Markets opened higher on Tuesday as investors weighed the latest jobs figures and a "
+                   "rally in technology shares. Read more: Apple unveils new iPhone with satellite messaging at "
+                   "Cupertino event", title="Morning briefing: markets open higher", url="https://brief.example/2")
+    assert run(quoting, Evidence(candidates=(indexed(headline),))).duplicate_of is None
+    assert run(headline, Evidence(candidates=(indexed(quoting),))).duplicate_of is None
+    again = item("h2", None, title=headline.title.upper(), url="https://other-feed.example/h2")
+    assert run(again, Evidence(same_content=indexed(headline), candidates=(indexed(headline),))).duplicate_of == "h1"
 
 
 def test_exact_content_from_another_outlet_points_at_the_root():

@@ -595,7 +595,7 @@ class _Batch:
         indexed = _indexed(outcome)
         record = IndexedArticle(item.article_id, item.event_time, fp.content_key, fp.level,
                                 fp.sketch if indexed else (), fp.title_words,
-                                fp.body_supports_title, outcome.duplicate_of)
+                                fp.body_supports_title, outcome.duplicate_of, fp.headline_only)
         self.records[ref] = record
         tag = _U16.pack(slot) + b"\x08"                  # slot, then the length of an 8-byte field
         value = b"\x00\x00\x00\x08" + ref                 # an 8-byte value: the ref
@@ -628,6 +628,9 @@ _U32 = struct.Struct(">I")
 _SLOTS = struct.Struct(">HH")
 _POSTING = struct.Struct(">HIBB")
 _JSON = json.JSONEncoder(separators=(",", ":")).encode
+# A record's body field: 0 a body that does not mention its headline, 1 one that does, 2 no body (records
+# written before this value existed say 1 for a headline-only item: it is then compared as one with a body).
+_BODY_HEADLINE_ONLY = 2
 _TAG_LEN = {ord("a"): _REF, ord("u"): 8, ord("c"): 8, ord("x"): 4}
 
 
@@ -690,9 +693,10 @@ def _sample_bytes(sample: int) -> bytes:
 
 def _encode_record(record: IndexedArticle, outcome: DedupOutcome) -> bytes:
     """Compact JSON header (decision and comparison metadata), newline, then the packed sketch and title words."""
-    header = [outcome.article_id, record.event_time, record.content_key.hex(), record.level,
-              int(record.body_supports_title), len(record.sketch), outcome.duplicate_of, outcome.kind,
-              outcome.similarity, outcome.update_of, outcome.matched]
+    body = _BODY_HEADLINE_ONLY if record.headline_only else int(record.body_supports_title)
+    header = [outcome.article_id, record.event_time, record.content_key.hex(), record.level, body,
+              len(record.sketch), outcome.duplicate_of, outcome.kind, outcome.similarity, outcome.update_of,
+              outcome.matched]
     words = sorted(record.title_words)
     binary = struct.pack(f"<{len(record.sketch)}I{len(words)}H", *record.sketch, *words)
     return _JSON(header).encode() + b"\n" + binary
@@ -709,7 +713,8 @@ def _decode_record(raw: bytes) -> IndexedArticle:
     values = struct.unpack(f"<{n_sketch}I{(len(binary) - 4 * n_sketch) // 2}H", binary)
     return IndexedArticle(article_id=h[0], event_time=h[1], content_key=bytes.fromhex(h[2]), level=h[3],
                           sketch=values[:n_sketch], title_words=frozenset(values[n_sketch:]),
-                          body_supports_title=bool(h[4]), duplicate_of=h[6])
+                          body_supports_title=bool(h[4]), duplicate_of=h[6],
+                          headline_only=h[4] == _BODY_HEADLINE_ONLY)
 
 
 def _decode_outcome(raw: bytes) -> DedupOutcome:

@@ -5,11 +5,15 @@ same canonical URL, the original with the same content, originals at least two o
 article holds) and applies the outcome. Rules, in order:
 
 1. an article id decided before gets its stored outcome back (redelivery);
-2. same canonical URL: same content is an `exact_url` duplicate, different content an update (no duplicate);
+2. same canonical URL: same content is an `exact_url` duplicate, different content an update (no duplicate),
+   but a headline alone (a feed item) of a page held with its body is an `exact_url` duplicate, not an update
+   that would re-enrich the article from its title;
 3. same normalised content: `exact_content`;
 4. sketch overlap with an original: `near_copy` when most of the smaller article is contained in the other,
    `rewrite` when the overlap is lower but spread over the whole of both articles (sentence-by-sentence
-   rewording keeps short phrases everywhere, a shared block of boilerplate does not).
+   rewording keeps short phrases everywhere, a shared block of boilerplate does not). A headline-only item
+   and an article with a body are never compared so: the headline is contained in every article that quotes
+   it (a briefing, a "Read more" line), and two outlets' bodies under one wire headline may differ.
 
 Boilerplate is handled twice, without naming any: samples that already index many unrelated originals weigh
 nothing (the adapter reports them), and two pages with unrelated headlines are never linked by their bodies
@@ -64,6 +68,7 @@ class IndexedArticle:
     title_words: frozenset[int] = frozenset()
     body_supports_title: bool = True
     duplicate_of: str | None = None
+    headline_only: bool = False
 
     @property
     def root(self) -> str:
@@ -92,6 +97,9 @@ def decide(item: DedupInput, fp: Fingerprint, evidence: Evidence, now: float, wi
     if live(evidence.same_url):
         if evidence.same_url.content_key == fp.content_key:
             return _duplicate(item, evidence.same_url.root, "exact_url", 1.0, {"by": "canonical_url"})
+        if fp.headline_only and not evidence.same_url.headline_only:  # a feed's headline of a page held in full
+            return _duplicate(item, evidence.same_url.root, "exact_url", 1.0,
+                              {"by": "canonical_url", "headline_only": True})
         update_of = evidence.same_url.article_id
     if update_of is None and fp.sketch:
         same = evidence.same_content
@@ -111,6 +119,8 @@ def _best_match(fp: Fingerprint, candidates: list[IndexedArticle], boilerplate: 
     best, best_key = None, None
     own = set(fp.sketch)
     for original in candidates:
+        if original.headline_only != fp.headline_only:
+            continue        # a headline alone is contained in every article that quotes it: no evidence
         if len(own.intersection(original.sketch)) < MIN_SHARED:
             continue        # cannot classify: the kept samples are a subset of the sketches
         if _template_pair(fp, original):

@@ -14,7 +14,7 @@ Pure functions, no I/O. The content compared is the normalised body (the title w
   anchors of an article it copies, so only those are looked up in the index.
 - `title_words` / `body_supports_title` / `body_words`: whether a body is about a headline at all; a crawled
   page whose body is site furniture (sign-up forms, video lists) does not mention its own headline, and two
-  briefs sharing a long legal footer do not mention each other's.
+  briefs sharing a long legal footer do not mention each other's. `headline_only`: there is no body.
 
 Speed: tokenising and hashing are vectorised with numpy over the code points of the text. The tokens are
 exactly those of `words(normalize_text(text))` (only the normalisation steps that can change a token are
@@ -67,6 +67,7 @@ class Fingerprint:
     # was added. `others` is the rest of the sketch.
     probes: frozenset[int]
     others: tuple[int, ...]
+    headline_only: bool = False      # no body: the content compared is the title
 
 
 @dataclass(frozen=True)
@@ -374,6 +375,7 @@ def _fingerprints_of_run(articles: Sequence[tuple[str, str, str]]) -> list[Finge
             body_words=body_words,
             probes=frozenset(probe_list[probe_l[d]:probe_l[d + 1]]),
             others=tuple(other_list[other_l[d]:other_l[d + 1]]),
+            headline_only=not body_count[d],
         ))
     return out
 
