@@ -221,6 +221,22 @@ def test_a_story_kept_busy_by_updates_and_copies_alone_closes_when_no_report_cou
     assert follow_up.story_id != first.story_id
 
 
+def test_one_replica_publishes_a_story_closed_event_and_another_takes_over_only_once_its_claim_lapsed(store):
+    """Every replica reads the close queue at its stats interval: unclaimed, each one reading it before the first
+    confirmed would publish the same event (and count it)."""
+    other = StoryStore(store.redis, store.namespace, ttl_seconds=3600, window_seconds=WINDOW)
+    old, = store.assign([report("a1")])
+    store.assign([report("b1", day=40, **OTHER)])
+    (closed,) = store.close_expired()
+    assert closed.story_id == old.story_id and other.close_expired() == []
+    assert store.close_expired() == [closed]           # its publish failed: this replica tries again
+    store.redis.delete(store._key("closeclaim", closed.story_id))  # it stopped: its claim lapsed
+    assert other.close_expired() == [closed] and store.close_expired() == []
+    other.confirm_closed([closed.story_id])
+    assert store.close_expired() == other.close_expired() == []
+    assert not store.redis.exists(store._key("closeclaim", closed.story_id))
+
+
 def test_a_close_not_yet_published_is_superseded_by_a_later_change_of_the_closed_story(store):
     """Offered again after a failed publish, story_closed would carry the state a late copy made since, under
     the copy's version: two events of one version. The copy's event says closed: nothing more to say."""

@@ -22,6 +22,7 @@ touch any of them (Redis Cluster safe). Layout:
                      does not keep open a story no report could join any more)
     closing          zset story id -> its closed version, for closed stories whose story_closed event is not yet
                      confirmed published
+    closeclaim:<id>  the replica publishing that event (a token; expires after `_CLOSE_CLAIM_S`)
     art:<id>         JSON {"change", "entities", "time"}: the change recorded for an article id (idempotency), the
                      entity weights it added to its story, its event time, and "replaced_by": the update that
                      replaced this version of an article in its story
@@ -60,6 +61,7 @@ _DF_GENERATION_WINDOWS = 4
 _POSTINGS_READ = 50     # most recent stories read per index key: bounds the cost of an article
 _POSTINGS_KEPT = 200    # and kept per key, so index memory stays bounded too
 _MAX_ATTEMPTS = 50
+_CLOSE_CLAIM_S = 60.0   # how long a replica's claim on publishing a story_closed event holds (stats: every 15 s)
 
 _COMMIT = """
 local plan = cjson.decode(ARGV[1])
@@ -146,6 +148,7 @@ class StoryStore:
         self.config = config or ClusterConfig()
         self._prefix = f"sw:{{{namespace}}}:"
         self._commit = client.register_script(_COMMIT)
+        self._token = uuid.uuid4().hex  # this process's claims on story_closed events to publish
 
     # ---- keys -------------------------------------------------------------------------------------------
     def _key(self, *parts: str) -> str:
@@ -236,13 +239,32 @@ class StoryStore:
         said = {s for (s, closed_version), state in zip(queued, states)
                 if state is None or closed_version < state["version"]}
         self.confirm_closed(sorted(said))
-        return [self._change(state, "story_closed", None, None, None, []) for state in states
-                if state is not None and state["id"] not in said]
+        offered = [state for state in states if state is not None and state["id"] not in said]
+        mine = self._claim([state["id"] for state in offered])
+        return [self._change(state, "story_closed", None, None, None, []) for state in offered
+                if state["id"] in mine]
+
+    def _claim(self, story_ids: Sequence[str]) -> set[str]:
+        """The queued closes this process publishes: those no other replica claimed in the last
+        `_CLOSE_CLAIM_S` (each replica reads the queue at its stats interval: unclaimed, every replica reading
+        it before the first confirms would publish the event, and count it). A claim outlives a replica that
+        stopped before confirming by that long at most; its own failed publish keeps it for the next try."""
+        if not story_ids:
+            return set()
+        keys = [self._key("closeclaim", s) for s in story_ids]
+        pipe = self.redis.pipeline(transaction=False)
+        for key in keys:
+            pipe.set(key, self._token, nx=True, px=int(_CLOSE_CLAIM_S * 1000))
+        for key in keys:
+            pipe.get(key)
+        holders = pipe.execute()[len(keys):]
+        return {s for s, holder in zip(story_ids, holders) if holder == self._token.encode()}
 
     def confirm_closed(self, story_ids: Sequence[str]) -> None:
-        """Their `story_closed` events are acknowledged: off the queue."""
+        """Their `story_closed` events are acknowledged: off the queue, and their claims released."""
         if story_ids:
             self.redis.zrem(self._key("closing"), *story_ids)
+            self.redis.delete(*[self._key("closeclaim", s) for s in story_ids])
 
     def _close_newly_expired(self) -> bool:
         clock = float(self.redis.get(self._key("clock")) or 0.0)
