@@ -110,12 +110,19 @@ def test_duplicate_counts_copy_and_source_not_article(store):
         store.add_duplicate("d2", duplicate_of="never-seen", source="x", event_time=T0)
 
 
-def test_an_update_of_a_duplicate_takes_nothing_from_the_original_s_entities(store):
+def test_an_update_of_a_duplicate_takes_nothing_from_the_original_s_entities_and_counts_as_an_article(store):
+    """The outlet rewrote the page it had copied: the new version brings entities of its own, so it is one more
+    article and one copy fewer (else the story's entity counts would outgrow its articles with every such
+    update); its update counts once however often it is updated again."""
     created, = store.assign([report("a1")])
-    store.add_duplicate("d1", duplicate_of="a1", source="copier", event_time=T0 + 3600)
+    copied = store.add_duplicate("d1", duplicate_of="a1", source="copier", event_time=T0 + 3600)
+    assert (copied.story["article_count"], copied.story["copies"]) == (1, 1)
     updated = store.update_article(report("d1-v2", day=0.1, names=(("Wang Yi", "PERSON"),)), update_of="d1")
     counts = {e["canonical"]: e["count"] for e in updated.story["top_entities"]}
     assert counts == {"Harbin": 1, "Li Qiang": 1, "Wang Yi": 1}
+    assert (updated.story["article_count"], updated.story["copies"]) == (2, 0)
+    again = store.update_article(report("d1-v3", day=0.2, names=(("Wang Yi", "PERSON"),)), update_of="d1-v2")
+    assert (again.story["article_count"], again.story["copies"]) == (2, 0)
 
 
 def test_update_stays_in_story_and_recounts_entities(store):

@@ -215,7 +215,9 @@ class StoryStore:
             if item.event_time < original.get("time", -math.inf):
                 return dict(story), None
             named = cluster.with_story_names(features, story, self.config)
-            state = cluster.replace_article(story, original["entities"], item, named, self.config, replaced)
+            was_copy = original["change"]["action"] == "duplicate_seen"
+            state = cluster.replace_article(story, original["entities"], item, named, self.config, replaced,
+                                            replaced_a_copy=was_copy)
             return state, named.entity_vector
         return self._change_existing(item.article_id, update_of, item.event_time, "article_updated", apply,
                                      replaces=True)

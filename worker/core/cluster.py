@@ -361,13 +361,18 @@ def _with_embedding(story: dict, features: ArticleFeatures, config: ClusterConfi
 
 
 def replace_article(story: dict, old_entity_vector: Mapping[str, float], item: ClusterInput,
-                    features: ArticleFeatures, config: ClusterConfig, replaced: str | None = None) -> dict:
+                    features: ArticleFeatures, config: ClusterConfig, replaced: str | None = None,
+                    replaced_a_copy: bool = False) -> dict:
     """An article's new version (of `replaced`): its old entity contribution out, the new one in; counts
-    unchanged. A headline that was the replaced version's title becomes the new one (a correction)."""
+    unchanged, but for the new version of a copy (an outlet that rewrote the page it had copied): it brings
+    entities of its own, so it counts as an article from now on, no longer as a copy. A headline that was the
+    replaced version's title becomes the new one (a correction)."""
     removed = ArticleFeatures(entities={}, entity_info={}, terms={}, title_terms=(), time=0.0,
                               entity_vector=dict(old_entity_vector))
     entities = _with_entities(_with_entities(story["entities"], removed, -1, config), features, 1, config)
     state = {**story, "entities": entities, "last_seen": max(story["last_seen"], item.event_time)}
+    if replaced_a_copy:
+        state.update(article_count=story["article_count"] + 1, copies=max(0, story["copies"] - 1))
     if replaced is not None and story.get("headline_of") == [replaced, story["headline"]] and item.title:
         state.update(headline=item.title, headline_of=[item.article_id, item.title])
     else:
