@@ -121,6 +121,21 @@ def test_independent_report_is_not_a_duplicate():
     assert out.duplicate_of is None and out.kind is None
 
 
+WALL = ("Please enable JavaScript and cookies to continue reading. We use cookies to give you the best "
+        "experience on our website and to show you relevant advertising.")
+
+
+def test_an_outlet_s_name_in_its_headlines_does_not_make_two_of_its_walled_pages_related():
+    """Two stories whose scraped body is the same cookie wall: unrelated headlines but for "Reuters"."""
+    first = item("w1", WALL, title="Oil prices slide - Reuters",
+                 url="https://www.reuters.com/markets/oil-1")
+    second = item("w2", WALL, title="Airbag recall widens - Reuters",
+                  url="https://www.reuters.com/business/autos-2")
+    assert run(second, Evidence(same_content=indexed(first), candidates=(indexed(first),))).duplicate_of is None
+    copy = item("w3", STORY, title="Fire at Ashby grain warehouse - Reuters", url="https://www.reuters.com/world/3")
+    assert run(copy, Evidence(candidates=(indexed(ORIGINAL),))).duplicate_of == "a1"
+
+
 def test_pages_sharing_only_a_template_are_not_duplicates():
     first = item("p1", FORM, title="Bridge repairs delayed again", url="https://e.example/1")
     second = item("p2", FORM.replace("almost", "nearly"), title="School wins chess trophy", url="https://f.example/2")

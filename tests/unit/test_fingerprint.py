@@ -1,8 +1,11 @@
 """Fingerprints: exact keys, containment-friendly sampling, headline support."""
 import random
 
+import pytest
+
 from tests.fingerprint_reference import choose_anchors, content_text, sample, shingle_hashes, trailing_zeros
-from worker.core.fingerprint import SKETCH_SIZE, fingerprint, fingerprints, overlap, title_relatedness
+from worker.core.fingerprint import (SKETCH_SIZE, fingerprint, fingerprints, overlap, site_name_words,
+                                     title_relatedness)
 from worker.core.normalize import normalize_text, words
 
 STORY = (
@@ -177,3 +180,18 @@ def test_words_keep_their_combining_marks_and_unspaced_scripts_are_read_a_charac
     day = fingerprint(URL, "", "सरकार ने दिन की घोषणा की")
     gift = fingerprint(URL, "", "सरकार ने दान की घोषणा की")
     assert day.content_key != gift.content_key  # "day" and "donation" differ in a vowel sign only
+
+
+@pytest.mark.parametrize("title, url, expected", [
+    ("Bonfire erupts at banquet hall, 5 injured - KCTV5", "http://www.kctv5.com/story/1", 1),
+    ("Man charged in shooting at Smithfield sports bar :: WRAL.com", "http://www.wral.com/news/2", 1),
+    ("Oil slides on China worries | Daily Gazette", "https://dailygazette.com/3", 2),
+    ("Gary shootout leaves 2 dead, several wounded : Gary News", "http://www.nwitimes.com/4", 0),  # not the host
+    ("Fire in Harbin - three dead", "https://news.example.com/5", 0),
+    ("Storm hits coast - the full story from our reporters on the scene today", "https://coast.example/6", 0),
+])
+def test_an_outlet_s_name_after_a_headline_is_found_by_its_host(title, url, expected):
+    assert site_name_words(title, url) == expected
+    with_name, without = fingerprint(url, title, STORY), fingerprint(url, title.rsplit(" ", expected)[0], STORY)
+    if expected:
+        assert with_name.title_words == without.title_words

@@ -28,14 +28,17 @@ definitions of the rules in `tests/fingerprint_reference.py` give it (tested).
 from __future__ import annotations
 
 import html
+import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import numpy as np
 import xxhash
 
-from worker.core.normalize import _INVISIBLE, _QUOTES, SOLO_RANGES, canonical_url, mark_ranges
+from worker.core.normalize import (_INVISIBLE, _QUOTES, SOLO_RANGES, canonical_url, mark_ranges, normalize_text,
+                                   words)
 
 SHINGLE_WORDS = 3
 SKETCH_SIZE = 64
@@ -328,11 +331,14 @@ def _fingerprints_of_run(articles: Sequence[tuple[str, str, str]]) -> list[Finge
     top_list = samples[top].tolist()
     bounds_l, top_l, level_l = bounds.tolist(), top_bounds.tolist(), level.tolist()
 
-    # headlines: the hashes of the title's longer words
+    # headlines: the hashes of the title's longer words, but for an outlet's name after it ("... - Reuters")
     title_mask = np.zeros(n_words, bool)
     long_enough = (ends - starts) >= MIN_TITLE_WORD_LEN
     is_title = (word_seg & 1) == 1
-    title_mask[is_title & long_enough] = True
+    title_end = seg_first[1:][word_seg]             # one past the last word of each word's segment
+    site = np.zeros(len(segments), np.int64)
+    site[1::2] = [site_name_words(title, url) for url, title, _ in articles]
+    title_mask[is_title & long_enough & (np.arange(n_words) < title_end - site[word_seg])] = True
     title_idx = np.flatnonzero(title_mask)
     title_hashes = hashes[title_idx].tolist()
     title_doc = (word_seg[title_idx] // 2).tolist()
@@ -437,6 +443,26 @@ def _quarters_hit(samples, shared: set[int]) -> float:
     n = len(samples)
     quarters = {4 * i // n for i, h in enumerate(samples) if h in shared}
     return len(quarters) / min(4, n)
+
+
+_SITE_SEGMENT = re.compile(r"\s+(?:\||-|\u2013|\u2014|:|::|\u00b7|\u00bb)\s+([^|\u2013\u2014:\u00b7\u00bb]+?)\s*$")
+_GENERIC_HOST_LABELS = frozenset({"www", "news", "mobile", "online", "blog", "blogs", "home", "edition",
+                                  "wordpress", "blogspot", "info", "feeds"})
+
+
+def site_name_words(title: str | None, url: str) -> int:
+    """How many words at the end of a headline name its outlet ("... - KCTV5", "... :: WRAL.com", "... | Daily
+    Gazette"): a last segment of at most five words whose letters hold a name of the URL's host or are held in
+    one. Two headlines of one outlet share it, which would make any two of them look related."""
+    match = _SITE_SEGMENT.search(title or "")
+    if not match or len(match.group(1).split()) > 5:
+        return 0
+    letters = "".join(c for c in match.group(1).lower() if c.isalnum())
+    host = (urlsplit(url).hostname or "").lower() if url else ""
+    names = [label for label in host.split(".") if len(label) >= 4 and label not in _GENERIC_HOST_LABELS]
+    if len(letters) < 3 or not any(name in letters or letters in name for name in names):
+        return 0
+    return len(words(normalize_text(title))) - len(words(normalize_text(title[:match.start()])))
 
 
 def mentions(body_words: frozenset[int], title_words: frozenset[int]) -> float:
