@@ -263,10 +263,10 @@ class StoryStore:
         return {s for s, holder in zip(story_ids, holders) if holder == self._token.encode()}
 
     def confirm_closed(self, story_ids: Sequence[str]) -> None:
-        """Their `story_closed` events are acknowledged: off the queue, and their claims released."""
+        """Their `story_closed` events are acknowledged: off the queue. Their claims stay until they lapse: a
+        replica that read the queue before this still finds them taken."""
         if story_ids:
             self.redis.zrem(self._key("closing"), *story_ids)
-            self.redis.delete(*[self._key("closeclaim", s) for s in story_ids])
 
     def _close_newly_expired(self) -> bool:
         clock = float(self.redis.get(self._key("clock")) or 0.0)
