@@ -189,6 +189,11 @@ def test_words_keep_their_combining_marks_and_unspaced_scripts_are_read_a_charac
     ("Gary shootout leaves 2 dead, several wounded : Gary News", "http://www.nwitimes.com/4", 0),  # not the host
     ("Fire in Harbin - three dead", "https://news.example.com/5", 0),
     ("Storm hits coast - the full story from our reporters on the scene today", "https://coast.example/6", 0),
+    ("Royals - Tigers game postponed - KCTV5", "http://www.kctv5.com/7", 1),          # the last segment only
+    ("Stocks - New rally lifts Wall St", "http://www.wral.com/8", 0),                  # "newrally" is no name
+    ("Climate summit - It is time to act", "https://time.com/9", 0),                  # not its first words
+    ("Poll - Reuters survey shows Clinton lead", "https://www.reuters.com/10", 0),    # more than three words
+    ("Weather - Kansas", "https://www.kansascity.com/11", 0),                         # a part of the name
 ])
 def test_an_outlet_s_name_after_a_headline_is_found_by_its_host(title, url, expected):
     assert site_name_words(title, url) == expected

@@ -445,24 +445,31 @@ def _quarters_hit(samples, shared: set[int]) -> float:
     return len(quarters) / min(4, n)
 
 
-_SITE_SEGMENT = re.compile(r"\s+(?:\||-|\u2013|\u2014|:|::|\u00b7|\u00bb)\s+([^|\u2013\u2014:\u00b7\u00bb]+?)\s*$")
+_TITLE_SEPARATOR = re.compile(r"\s(?:\||-|\u2013|\u2014|:|::|\u00b7|\u00bb)\s")
 _GENERIC_HOST_LABELS = frozenset({"www", "news", "mobile", "online", "blog", "blogs", "home", "edition",
                                   "wordpress", "blogspot", "info", "feeds"})
 
 
 def site_name_words(title: str | None, url: str) -> int:
     """How many words at the end of a headline name its outlet ("... - KCTV5", "... :: WRAL.com", "... | Daily
-    Gazette"): a last segment of at most five words whose letters hold a name of the URL's host or are held in
-    one. Two headlines of one outlet share it, which would make any two of them look related."""
-    match = _SITE_SEGMENT.search(title or "")
-    if not match or len(match.group(1).split()) > 5:
+    Gazette"): the segment after the last separator, of at most three words, whose first words spell a name of
+    the URL's host ("kctv5", "dailygazette") or whose first word starts with one ("WRAL.com"). Two headlines of
+    one outlet share it, which would make any two of them look related."""
+    parts = _TITLE_SEPARATOR.split(title or "")
+    if len(parts) < 2:
         return 0
-    letters = "".join(c for c in match.group(1).lower() if c.isalnum())
+    tokens = ["".join(c for c in token.lower() if c.isalnum()) for token in parts[-1].split()]
+    tokens = [t for t in tokens if t]
     host = (urlsplit(url).hostname or "").lower() if url else ""
-    names = [label for label in host.split(".") if len(label) >= 4 and label not in _GENERIC_HOST_LABELS]
-    if len(letters) < 3 or not any(name in letters or letters in name for name in names):
+    names = {label for label in host.split(".") if len(label) >= 4 and label not in _GENERIC_HOST_LABELS}
+    if not tokens or len(tokens) > 3 or not names:
         return 0
-    return len(words(normalize_text(title))) - len(words(normalize_text(title[:match.start()])))
+    leading = {"".join(tokens[:n]) for n in range(1, len(tokens) + 1)}
+    if not (names & leading or any(tokens[0].startswith(name) for name in names)):
+        return 0
+    head = title[:len(title) - len(parts[-1])]
+    kept = len(words(normalize_text(head)))
+    return len(words(normalize_text(title))) - kept if kept else 0
 
 
 def mentions(body_words: frozenset[int], title_words: frozenset[int]) -> float:
