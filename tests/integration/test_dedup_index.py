@@ -1,14 +1,16 @@
 """DedupIndex on a real Redis over TCP: kinds, idempotency, TTL, cleanup and racing replicas."""
+import json
 import multiprocessing
 import os
 import uuid
+from dataclasses import replace
 
 import pytest
 import redis
 
 from worker.adapters import dedup_index
 from worker.adapters.dedup_index import DedupIndex
-from worker.core.dedup import DedupInput, decide
+from worker.core.dedup import DedupInput, DedupOutcome, IndexedArticle, decide
 from tests.fingerprint_reference import shingle_hashes
 from worker.core.fingerprint import fingerprint
 from worker.core.normalize import normalize_text, words
@@ -407,3 +409,15 @@ def test_whether_an_article_had_a_body_survives_in_redis_for_another_replica(cli
     finally:
         DedupIndex(client, namespace, None, WINDOW).drop()
 
+
+
+def test_a_record_of_an_earlier_version_reads_as_not_saying_whether_it_had_a_body():
+    """Records carry `headline_only` as a trailing field; one written before it existed has none."""
+    fp = fingerprint("https://feed.example/h1", "Storm closes Penwick quay", "")
+    record = IndexedArticle("h1", T0, fp.content_key, fp.level, fp.sketch, fp.title_words, fp.body_supports_title,
+                            headline_only=fp.headline_only)
+    raw = dedup_index._encode_record(record, DedupOutcome("h1", None, None, None, None, {}))
+    header, _, binary = raw.partition(b"\n")
+    earlier = json.dumps(json.loads(header)[:11], separators=(",", ":")).encode() + b"\n" + binary
+    assert dedup_index._decode_record(raw) == record and record.headline_only is True
+    assert dedup_index._decode_record(earlier) == replace(record, headline_only=None)

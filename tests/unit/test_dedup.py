@@ -69,6 +69,14 @@ def test_a_feed_s_headline_of_a_page_held_in_full_is_a_copy_not_an_update_that_d
     assert (body_later.duplicate_of, body_later.update_of) == (None, "a2")
 
 
+def test_a_record_that_does_not_say_whether_it_had_a_body_is_compared_as_before():
+    """Written by a worker of an earlier version (a rolling upgrade): a headline-only re-crawl with a corrected
+    title is an update of it, as it was then, not a copy."""
+    old = replace(indexed(item("h1", None, title="Fire at Ashby warehouse")), headline_only=None)
+    out = run(item("h2", None, title="Fire at Ashby grain warehouse, two hurt"), Evidence(same_url=old))
+    assert (out.duplicate_of, out.update_of) == (None, "h1")
+
+
 def test_an_article_quoting_a_headline_only_item_is_not_its_copy():
     """A headline alone is contained in every article that quotes it: a briefing, a "Read more" line."""
     headline = item("h1", None, title="Apple unveils new iPhone with satellite messaging at Cupertino event",

@@ -630,9 +630,7 @@ _U32 = struct.Struct(">I")
 _SLOTS = struct.Struct(">HH")
 _POSTING = struct.Struct(">HIBB")
 _JSON = json.JSONEncoder(separators=(",", ":")).encode
-# A record's body field: 0 a body that does not mention its headline, 1 one that does, 2 no body (records
-# written before this value existed say 1 for a headline-only item: it is then compared as one with a body).
-_BODY_HEADLINE_ONLY = 2
+
 _TAG_LEN = {ord("a"): _REF, ord("u"): 8, ord("c"): 8, ord("x"): 4}
 
 
@@ -695,10 +693,9 @@ def _sample_bytes(sample: int) -> bytes:
 
 def _encode_record(record: IndexedArticle, outcome: DedupOutcome) -> bytes:
     """Compact JSON header (decision and comparison metadata), newline, then the packed sketch and title words."""
-    body = _BODY_HEADLINE_ONLY if record.headline_only else int(record.body_supports_title)
-    header = [outcome.article_id, record.event_time, record.content_key.hex(), record.level, body,
-              len(record.sketch), outcome.duplicate_of, outcome.kind, outcome.similarity, outcome.update_of,
-              outcome.matched]
+    header = [outcome.article_id, record.event_time, record.content_key.hex(), record.level,
+              int(record.body_supports_title), len(record.sketch), outcome.duplicate_of, outcome.kind,
+              outcome.similarity, outcome.update_of, outcome.matched, int(record.headline_only)]
     words = sorted(record.title_words)
     binary = struct.pack(f"<{len(record.sketch)}I{len(words)}H", *record.sketch, *words)
     return _JSON(header).encode() + b"\n" + binary
@@ -716,7 +713,7 @@ def _decode_record(raw: bytes) -> IndexedArticle:
     return IndexedArticle(article_id=h[0], event_time=h[1], content_key=bytes.fromhex(h[2]), level=h[3],
                           sketch=values[:n_sketch], title_words=frozenset(values[n_sketch:]),
                           body_supports_title=bool(h[4]), duplicate_of=h[6],
-                          headline_only=h[4] == _BODY_HEADLINE_ONLY)
+                          headline_only=bool(h[11]) if len(h) > 11 else None)  # None: written before it was kept
 
 
 def _decode_outcome(raw: bytes) -> DedupOutcome:

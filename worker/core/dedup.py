@@ -68,7 +68,7 @@ class IndexedArticle:
     title_words: frozenset[int] = frozenset()
     body_supports_title: bool = True
     duplicate_of: str | None = None
-    headline_only: bool = False
+    headline_only: bool | None = False   # None: not known (a record written before it was kept)
 
     @property
     def root(self) -> str:
@@ -97,7 +97,7 @@ def decide(item: DedupInput, fp: Fingerprint, evidence: Evidence, now: float, wi
     if live(evidence.same_url):
         if evidence.same_url.content_key == fp.content_key:
             return _duplicate(item, evidence.same_url.root, "exact_url", 1.0, {"by": "canonical_url"})
-        if fp.headline_only and not evidence.same_url.headline_only:  # a feed's headline of a page held in full
+        if fp.headline_only and evidence.same_url.headline_only is False:  # a feed's headline of a page held in full
             return _duplicate(item, evidence.same_url.root, "exact_url", 1.0,
                               {"by": "canonical_url", "headline_only": True})
         update_of = evidence.same_url.article_id
@@ -119,7 +119,7 @@ def _best_match(fp: Fingerprint, candidates: list[IndexedArticle], boilerplate: 
     best, best_key = None, None
     own = set(fp.sketch)
     for original in candidates:
-        if original.headline_only != fp.headline_only:
+        if original.headline_only is not None and original.headline_only != fp.headline_only:
             continue        # a headline alone is contained in every article that quotes it: no evidence
         if len(own.intersection(original.sketch)) < MIN_SHARED:
             continue        # cannot classify: the kept samples are a subset of the sketches
