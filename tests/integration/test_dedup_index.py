@@ -421,3 +421,17 @@ def test_a_record_of_an_earlier_version_reads_as_not_saying_whether_it_had_a_bod
     earlier = json.dumps(json.loads(header)[:11], separators=(",", ":")).encode() + b"\n" + binary
     assert dedup_index._decode_record(raw) == record and record.headline_only is True
     assert dedup_index._decode_record(earlier) == replace(record, headline_only=None)
+
+
+def test_an_update_after_the_page_was_sent_again_names_the_page_not_the_copy(index):
+    page, edit = STORIES[0], STORIES[0] + " Repairs will start on Monday."
+    out = index.check_and_insert([
+        art("p1", page, "https://penwick.example/quay", title="Storm closes Penwick quay"),
+        art("p2", page, "https://penwick.example/quay", title="Storm closes Penwick quay", t=T0 + 60),
+        art("h1", None, "https://penwick.example/quay?utm_source=rss", title="Storm closes Penwick quay", t=T0 + 90)])
+    later = DedupIndex(index._redis, index._prefix.split("{")[1].split("}")[0], None, WINDOW)  # another replica
+    out += later.check_and_insert([art("p3", edit, "https://penwick.example/quay", t=T0 + 120),
+                                   art("p4", edit + " More to follow.", "https://penwick.example/quay", t=T0 + 180)])
+    got = {o.article_id: (o.duplicate_of, o.kind, o.update_of) for o in out}
+    assert got == {"p1": (None, None, None), "p2": ("p1", "exact_url", None), "h1": ("p1", "exact_url", None),
+                   "p3": (None, None, "p1"), "p4": (None, None, "p3")}

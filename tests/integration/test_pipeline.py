@@ -290,6 +290,21 @@ def test_an_update_after_a_dead_lettered_update_updates_the_version_before_it(pi
     assert updated.events[0].story.article_count == 1
 
 
+def test_a_page_sent_again_and_its_feed_headline_then_edited_stay_one_article_and_two_copies(pipeline):
+    """The copies at the page's URL hold nothing of their own in the story: the edit replaces the page."""
+    x = article(1)
+    resent = {**x, "id": "r1", "published_at": "2026-03-11T09:00:00Z"}
+    headline = {**x, "id": "h1", "text": None, "published_at": "2026-03-11T09:30:00Z"}
+    edited = {**x, "id": "e1", "title": "Ferry timetable changes in Town1", "text": x["text"] + " Update.",
+              "published_at": "2026-03-11T10:00:00Z"}
+    results = [pipeline.process(incoming([doc]))[0] for doc in (x, resent, headline, edited)]
+    assert [(r.decision.duplicate_kind, r.decision.update_of) for r in results] == [
+        (None, None), ("exact_url", None), ("exact_url", None), (None, "a1")]
+    story = results[-1].events[0].story
+    assert (story.article_count, story.copies) == (1, 2)
+    assert [(e["canonical"], e["count"]) for e in story.model_dump()["top_entities"]] == [("Ferry", 1)]
+
+
 def test_a_published_decision_keeps_no_events_and_a_redelivery_emits_none(pipeline):
     """The events repeat the decision's entities: kept after publishing, they doubled a record kept for days."""
     first = pipeline.process(incoming([article(1)]))

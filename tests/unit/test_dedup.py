@@ -90,6 +90,14 @@ def test_an_article_quoting_a_headline_only_item_is_not_its_copy():
     assert run(again, Evidence(same_content=indexed(headline), candidates=(indexed(headline),))).duplicate_of == "h1"
 
 
+def test_an_update_after_a_copy_at_the_same_url_replaces_the_version_the_copy_copied():
+    """The page sent again (or a feed's headline of it) is the URL's latest record: the page's next version
+    replaces the page in its story, not the copy, which holds nothing there to replace."""
+    resent = replace(indexed(item("a2", STORY)), duplicate_of="a1", url_version="a1")
+    out = run(item("a3", STORY + " Update: two arrests."), Evidence(same_url=resent))
+    assert (out.duplicate_of, out.update_of) == (None, "a1")
+
+
 def test_exact_content_from_another_outlet_points_at_the_root():
     copy_of_copy = IndexedArticle("a3", T0, indexed(ORIGINAL).content_key, duplicate_of="a1")
     out = run(item("a4", STORY, url="https://other.example/x"), Evidence(same_content=copy_of_copy))

@@ -488,7 +488,8 @@ class _Batch:
             # The URL keeps its latest article by event time: an older version that arrives late (an update
             # published before the version seen) does not displace it, or it would leave the window first.
             latest_at_url = evidence.same_url is None or evidence.same_url.event_time <= item.event_time
-            self._write(ref, item, fp, outcome, self.gens.index(gen), url=latest_at_url)
+            copied = evidence.same_url.version_at_url if outcome.kind == "exact_url" and evidence.same_url else None
+            self._write(ref, item, fp, outcome, self.gens.index(gen), url=latest_at_url, url_version=copied)
         return outcome
 
     def _live_from(self) -> tuple[int, float]:
@@ -592,12 +593,12 @@ class _Batch:
         return out
 
     def _write(self, ref: bytes, item: DedupInput, fp: Fingerprint, outcome: DedupOutcome, slot: int,
-               url: bool = True) -> None:
+               url: bool = True, url_version: str | None = None) -> None:
         self.stored[ref] = outcome
         indexed = _indexed(outcome)
         record = IndexedArticle(item.article_id, item.event_time, fp.content_key, fp.level,
                                 fp.sketch if indexed else (), fp.title_words,
-                                fp.body_supports_title, outcome.duplicate_of, fp.headline_only)
+                                fp.body_supports_title, outcome.duplicate_of, fp.headline_only, url_version)
         self.records[ref] = record
         tag = _U16.pack(slot) + b"\x08"                  # slot, then the length of an 8-byte field
         value = b"\x00\x00\x00\x08" + ref                 # an 8-byte value: the ref
@@ -695,7 +696,7 @@ def _encode_record(record: IndexedArticle, outcome: DedupOutcome) -> bytes:
     """Compact JSON header (decision and comparison metadata), newline, then the packed sketch and title words."""
     header = [outcome.article_id, record.event_time, record.content_key.hex(), record.level,
               int(record.body_supports_title), len(record.sketch), outcome.duplicate_of, outcome.kind,
-              outcome.similarity, outcome.update_of, outcome.matched, int(record.headline_only)]
+              outcome.similarity, outcome.update_of, outcome.matched, int(record.headline_only), record.url_version]
     words = sorted(record.title_words)
     binary = struct.pack(f"<{len(record.sketch)}I{len(words)}H", *record.sketch, *words)
     return _JSON(header).encode() + b"\n" + binary
@@ -713,7 +714,8 @@ def _decode_record(raw: bytes) -> IndexedArticle:
     return IndexedArticle(article_id=h[0], event_time=h[1], content_key=bytes.fromhex(h[2]), level=h[3],
                           sketch=values[:n_sketch], title_words=frozenset(values[n_sketch:]),
                           body_supports_title=bool(h[4]), duplicate_of=h[6],
-                          headline_only=bool(h[11]) if len(h) > 11 else None)  # None: written before it was kept
+                          headline_only=bool(h[11]) if len(h) > 11 else None,  # None: written before it was kept
+                          url_version=h[12] if len(h) > 12 else None)
 
 
 def _decode_outcome(raw: bytes) -> DedupOutcome:

@@ -7,7 +7,8 @@ article holds) and applies the outcome. Rules, in order:
 1. an article id decided before gets its stored outcome back (redelivery);
 2. same canonical URL: same content is an `exact_url` duplicate, different content an update (no duplicate),
    but a headline alone (a feed item) of a page held with its body is an `exact_url` duplicate, not an update
-   that would re-enrich the article from its title;
+   that would re-enrich the article from its title; an update replaces the version the URL holds in its story
+   (after an `exact_url` copy, the version that copy copied);
 3. same normalised content: `exact_content`;
 4. sketch overlap with an original: `near_copy` when most of the smaller article is contained in the other,
    `rewrite` when the overlap is lower but spread over the whole of both articles (sentence-by-sentence
@@ -69,6 +70,13 @@ class IndexedArticle:
     body_supports_title: bool = True
     duplicate_of: str | None = None
     headline_only: bool | None = False   # None: not known (a record written before it was kept)
+    # The article whose content the URL holds in its story: an `exact_url` copy (the page sent again, a feed's
+    # headline of it) names the version it copies, which the next update of the URL replaces. None: itself.
+    url_version: str | None = None
+
+    @property
+    def version_at_url(self) -> str:
+        return self.url_version or self.article_id
 
     @property
     def root(self) -> str:
@@ -100,7 +108,7 @@ def decide(item: DedupInput, fp: Fingerprint, evidence: Evidence, now: float, wi
         if fp.headline_only and evidence.same_url.headline_only is False:  # a feed's headline of a page held in full
             return _duplicate(item, evidence.same_url.root, "exact_url", 1.0,
                               {"by": "canonical_url", "headline_only": True})
-        update_of = evidence.same_url.article_id
+        update_of = evidence.same_url.version_at_url
     if update_of is None and fp.sketch:
         same = evidence.same_content
         if live(same) and not _template_pair(fp, same):
