@@ -230,8 +230,9 @@ def audit(stack, *, expected_bad: set[tuple[int, int]] | None = None, reference:
           check_redis: bool = True, events: list[dict] | None = None, letters: list[dict] | None = None) -> Report:
     """Audit a DevStack's output topics (and Redis) against its input topic.
 
-    expected_bad: (partition, offset) of inputs that must be dead-lettered (None: judge by the input bytes:
-    anything whose JSON carries an `id` must be decided). reference: article id -> story id of a clean run.
+    expected_bad: (partition, offset) of inputs that must be dead-lettered, every other one decided (None: no
+    such expectation; every input, by the `id` its JSON carries, must still be decided or dead-lettered, never
+    both: callers count the decided). reference: article id -> story id of a clean run.
     """
     inputs = stack.read_topic(stack.settings.input_topic)
     events = stack.events() if events is None else events

@@ -115,7 +115,11 @@ def test_batch_fingerprints_are_those_of_each_article_alone():
     articles += [(f"https://o.example/{i}", title, text)
                  for i, text in enumerate(odd) for title in ("", "Caf\u00e9 news")]
     articles += [(URL, "Ferry", " ".join([STORY] * 12))]          # long: sampled at a higher level
+    articles[3:3] = [("https://www.kctv5.com/1", "Ferry pier closed in Marlow - KCTV5", STORY),   # outlets' names
+                     ("https://www.wral.com/2", "Pier shut after rot found :: WRAL.com", STORY[:200]),
+                     ("https://dailygazette.com/3", "Marlow pier | Daily Gazette", "")]
     single = [fingerprint(*a) for a in articles]
+    assert [len(fp.title_words) for fp in single[3:6]] == [4, 4, 2]   # the outlets left out
     assert fingerprints(articles) == single
     assert fingerprints(articles[:5]) == single[:5]                 # ASCII-only batch
     assert fingerprints([]) == []
