@@ -23,3 +23,9 @@ class WorkerBroken(WorkerError):
 
 class DependencyUnavailable(WorkerError):
     """Kafka or Redis did not answer or refused the work; retry the whole batch later."""
+
+
+class StopRequested(BaseException):
+    """A stop request cuts a batch short between NER chunks (the long part of a batch of long articles): the
+    batch is given up alive, uncommitted, and its records go to the next owner. A BaseException, like
+    KeyboardInterrupt, so that no handler of a message's own faults (poison isolation) takes it for one."""

@@ -27,7 +27,7 @@ from .core.dedup import DedupInput, DedupOutcome
 from .core.entities import MAX_FIELD_CHARS as _NER_FIELD_CHARS
 from .core.entities import Entity, EntityExtractor, relocate
 from .core.normalize import article_id_for, canonical_url
-from .errors import DependencyUnavailable, InvalidMessage, WorkerBroken
+from .errors import DependencyUnavailable, InvalidMessage, StopRequested, WorkerBroken
 from .models import (Article, ArticleRef, DeadLetter, Decision, EntityOut, SourceRecord, StoryEvent, StoryState,
                      plausible)
 from .settings import Settings
@@ -124,6 +124,8 @@ class Pipeline:
         # length of the texts, so a batch of long articles beats the liveness heartbeat while it is processed,
         # not only between batches.
         self._progress = progress or (lambda: None)
+        # Live: whether the worker was asked to stop (set by StreamWorker); checked between NER chunks.
+        self.stop_requested: Callable[[], bool] = lambda: False
         self._last_time: float | None = None
         self._pending_since: dict[str, float] = {}  # originals of duplicates not decided yet (another replica)
         self._redis_run_id: str | None = None
@@ -183,7 +185,9 @@ class Pipeline:
         order = sorted(range(len(batch)), key=times.__getitem__) if self.live else list(range(len(batch)))
         results: dict[int, list[Result]] = {}
         waiting: list[int] = []
-        for index in order:
+        for position, index in enumerate(order):
+            if position and self.stop_requested():  # given up alive: the next owner runs the pass again
+                raise StopRequested(f"stop requested with {len(batch)} messages being run one at a time")
             self._last_time = before[index]
             try:
                 results[index] = self._process_alone(batch[index])
@@ -473,7 +477,9 @@ class Pipeline:
                 it.skipped_language = lang
                 continue
             to_tag.append(it)
-        for chunk in _ner_chunks(to_tag, self.settings.ner_batch_size):
+        for n, chunk in enumerate(_ner_chunks(to_tag, self.settings.ner_batch_size)):
+            if n and self.stop_requested():  # between chunks: what is left of the batch waits for no stop
+                raise StopRequested(f"stop requested with {len(to_tag)} articles of the batch in NER")
             for it, ents in zip(chunk, self.extractor.extract([(it.article.title, it.article.text or "")
                                                                for it in chunk])):
                 it.entities = ents

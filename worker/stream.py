@@ -23,7 +23,7 @@ from kafka.errors import CommitFailedError, CorruptRecordError, KafkaError, Kafk
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from .adapters.kafka_io import Publisher, lag, make_consumer, undecodable
-from .errors import DependencyUnavailable
+from .errors import DependencyUnavailable, StopRequested
 from .models import SourceRecord
 from .pipeline import Incoming, Pipeline, Result
 from .settings import Settings
@@ -90,6 +90,7 @@ class StreamWorker:
         """Main loop; returns the process exit code."""
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
+        self.pipeline.stop_requested = self._stop.is_set  # a batch of long articles stops between NER chunks
         rebalances = _Rebalances()
         consumer = make_consumer(self.settings, rebalances)
         self._next_stats = time.monotonic() + self.settings.stats_interval_s
@@ -177,6 +178,10 @@ class StreamWorker:
             except CommitFailedError as exc:
                 log.warning("commit_failed_rebalanced", reason=str(exc), records=len(records))
                 break  # the partitions moved: their new owner redelivers from the last commit (as redelivered)
+            except StopRequested:  # long in NER: given up alive, uncommitted; the next owner decides it whole
+                log.warning("batch_abandoned_at_stop", records=len(records))
+                self.pipeline.abandon([m.source for m in batch])
+                break
             if self._stop.is_set():
                 give_up_at = give_up_at or time.monotonic() + self.settings.shutdown_deadline_s
                 if time.monotonic() >= give_up_at:

@@ -17,7 +17,7 @@ from worker.batch import run_batch
 from worker.core.dedup import DedupInput
 from worker.core.normalize import canonical_url
 from worker.core.entities import Entity
-from worker.errors import WorkerBroken
+from worker.errors import StopRequested, WorkerBroken
 from worker.models import SourceRecord
 from worker.pipeline import Incoming, OriginalPending, Pipeline
 from worker.settings import Settings
@@ -371,6 +371,49 @@ def test_an_update_that_stopped_workers_and_one_after_a_dead_update_still_update
         assert [(e.event, e.story.article_count) for e in updated.events] == [("article_updated", 1)]
     finally:
         worker().drop_state()
+
+
+def test_a_batch_given_up_at_a_stop_between_ner_chunks_is_decided_whole_by_the_next_worker(redis_client):
+    """A stop cuts a batch of long articles short after a NER chunk; given up alive, the batch is neither
+    counted as one that stopped a worker (run message by message) nor decided in part."""
+    namespace = f"test-{uuid.uuid4().hex[:8]}"
+    bodies = ["The harbour master closed the outer quay after a storm tore loose two mooring posts.",
+              "A bakery on Mill Lane won the regional bread award for its rye loaf, beating forty entrants.",
+              "Volunteers planted six hundred oak saplings along the old railway line on Saturday."]
+    batch = incoming([article(n, text=body) for n, body in enumerate(bodies, 1)])
+    stopping = Pipeline(Settings(ner_batch_size=1), redis_client, namespace, live=True, extractor=FakeExtractor())
+    stopping.stop_requested = lambda: True
+    try:
+        with pytest.raises(StopRequested):
+            stopping.process(batch)
+        assert len(stopping.extractor.calls) == 1  # one chunk, then the stop
+        stopping.abandon([m.source for m in batch])
+        with structlog.testing.capture_logs() as logs:
+            results = Pipeline(Settings(ner_batch_size=1), redis_client, namespace, live=True,
+                               extractor=FakeExtractor()).process(batch)
+        assert [r.decision.id for r in results] == ["a1", "a2", "a3"]
+        assert all(r.events and r.decision.story_id and not r.redelivered for r in results)
+        assert not [line for line in logs if line["event"] == "batch_isolated_after_stop"]
+    finally:
+        stopping.drop_state()
+
+
+def test_a_stop_ends_a_pass_one_message_at_a_time_after_the_message_in_hand(redis_client):
+    """A poison message makes the batch run one message at a time (a NER call each): a stop ends the pass."""
+    namespace = f"test-{uuid.uuid4().hex[:8]}"
+    docs = [article(1, title="POISON Town1", published_at="2026-03-01T08:00:00Z"),
+            article(2, text="A bakery on Mill Lane won the regional bread award for its rye loaf."),
+            article(3, text="Volunteers planted six hundred oak saplings along the old railway line.")]
+    stopping = Pipeline(Settings(), redis_client, namespace, live=True, extractor=FakeExtractor())
+    stopping.stop_requested = lambda: bool(stopping.extractor.calls[1:])   # once the pass has begun
+    try:
+        with pytest.raises(StopRequested):
+            stopping.process(incoming(docs))
+        whole, *alone = stopping.extractor.calls
+        assert whole == [d["title"] for d in docs] and alone[0] == ["POISON Town1"]
+        assert not {d["title"] for d in docs[1:]} & {title for call in alone for title in call}  # not run alone
+    finally:
+        stopping.drop_state()
 
 
 def test_an_id_twice_in_a_batch_run_one_message_at_a_time_goes_out_once(redis_client):

