@@ -198,6 +198,9 @@ def test_words_keep_their_combining_marks_and_unspaced_scripts_are_read_a_charac
     ("Climate summit - It is time to act", "https://time.com/9", 0),                  # not its first words
     ("Poll - Reuters survey shows Clinton lead", "https://www.reuters.com/10", 0),    # more than three words
     ("Weather - Kansas", "https://www.kansascity.com/11", 0),                         # a part of the name
+    ("Climate summit - Time to act", "https://time.com/12", 0),                       # a name, then more words
+    ("Flint shooting suspect named - WNEM TV 5", "http://www.wnem.com/13", 3),        # a name, then "TV 5"
+    ("Fire at the depot - Reuters", "https://news\uff3b1.example/14", 0),             # a host urlsplit rejects
 ])
 def test_an_outlet_s_name_after_a_headline_is_found_by_its_host(title, url, expected):
     assert site_name_words(title, url) == expected
