@@ -430,8 +430,11 @@ def test_an_update_after_the_page_was_sent_again_names_the_page_not_the_copy(ind
         art("p2", page, "https://penwick.example/quay", title="Storm closes Penwick quay", t=T0 + 60),
         art("h1", None, "https://penwick.example/quay?utm_source=rss", title="Storm closes Penwick quay", t=T0 + 90)])
     later = DedupIndex(index._redis, index._prefix.split("{")[1].split("}")[0], None, WINDOW)  # another replica
-    out += later.check_and_insert([art("p3", edit, "https://penwick.example/quay", t=T0 + 120),
-                                   art("p4", edit + " More to follow.", "https://penwick.example/quay", t=T0 + 180)])
+    out += later.check_and_insert([
+        art("h2", None, "https://penwick.example/quay", title="Storm shuts Penwick quay for a month", t=T0 + 100),
+        art("p3", edit, "https://penwick.example/quay", t=T0 + 120),
+        art("p4", edit + " More to follow.", "https://penwick.example/quay", t=T0 + 180)])
     got = {o.article_id: (o.duplicate_of, o.kind, o.update_of) for o in out}
     assert got == {"p1": (None, None, None), "p2": ("p1", "exact_url", None), "h1": ("p1", "exact_url", None),
+                   "h2": ("p1", "exact_url", None),   # a corrected feed headline does not replace the page either
                    "p3": (None, None, "p1"), "p4": (None, None, "p3")}

@@ -488,8 +488,11 @@ class _Batch:
             # The URL keeps its latest article by event time: an older version that arrives late (an update
             # published before the version seen) does not displace it, or it would leave the window first.
             latest_at_url = evidence.same_url is None or evidence.same_url.event_time <= item.event_time
-            copied = evidence.same_url.version_at_url if outcome.kind == "exact_url" and evidence.same_url else None
-            self._write(ref, item, fp, outcome, self.gens.index(gen), url=latest_at_url, url_version=copied)
+            # An exact_url copy stands for the version it copies at the URL: its id, and whether it has a body.
+            held = evidence.same_url if outcome.kind == "exact_url" else None
+            self._write(ref, item, fp, outcome, self.gens.index(gen), url=latest_at_url,
+                        url_version=held.version_at_url if held else None,
+                        headline_only=held.headline_only if held and held.headline_only is not None else None)
         return outcome
 
     def _live_from(self) -> tuple[int, float]:
@@ -593,12 +596,13 @@ class _Batch:
         return out
 
     def _write(self, ref: bytes, item: DedupInput, fp: Fingerprint, outcome: DedupOutcome, slot: int,
-               url: bool = True, url_version: str | None = None) -> None:
+               url: bool = True, url_version: str | None = None, headline_only: bool | None = None) -> None:
         self.stored[ref] = outcome
         indexed = _indexed(outcome)
         record = IndexedArticle(item.article_id, item.event_time, fp.content_key, fp.level,
-                                fp.sketch if indexed else (), fp.title_words,
-                                fp.body_supports_title, outcome.duplicate_of, fp.headline_only, url_version)
+                                fp.sketch if indexed else (), fp.title_words, fp.body_supports_title,
+                                outcome.duplicate_of, fp.headline_only if headline_only is None else headline_only,
+                                url_version)
         self.records[ref] = record
         tag = _U16.pack(slot) + b"\x08"                  # slot, then the length of an 8-byte field
         value = b"\x00\x00\x00\x08" + ref                 # an 8-byte value: the ref

@@ -69,9 +69,10 @@ class IndexedArticle:
     title_words: frozenset[int] = frozenset()
     body_supports_title: bool = True
     duplicate_of: str | None = None
-    headline_only: bool | None = False   # None: not known (a record written before it was kept)
-    # The article whose content the URL holds in its story: an `exact_url` copy (the page sent again, a feed's
-    # headline of it) names the version it copies, which the next update of the URL replaces. None: itself.
+    # No body (None: not known, a record written before it was kept). An `exact_url` copy (the page sent again, a
+    # feed's headline of it) stands for the version it copies: that version's, and in `url_version` its id, the
+    # version the next update of the URL replaces. None: itself.
+    headline_only: bool | None = False
     url_version: str | None = None
 
     @property
