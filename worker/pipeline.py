@@ -461,9 +461,14 @@ class Pipeline:
         self._tag([it for it in items if not it.dedup.duplicate_of])
         originals, dead = self._originals(items, stored)
         for it in items:
-            if it.dedup.update_of in dead and dead[it.dedup.update_of]:  # the version before the dead-lettered one
-                it.dedup = replace(it.dedup, update_of=dead[it.dedup.update_of])
-                continue
+            if it.dedup.update_of in dead:
+                # The URL's own last record (a copy of the dead-lettered version, clustered as an article of its
+                # own), else the version before the dead-lettered one; with neither, a new article.
+                held = it.dedup.matched.get("url_record")
+                before = held if held and held not in dead else dead[it.dedup.update_of]
+                if before:
+                    it.dedup = replace(it.dedup, update_of=before)
+                    continue
             it.orphan = it.original in dead
             if it.dedup.duplicate_of and not it.orphan:
                 it.entities = relocate(originals[it.dedup.duplicate_of], it.article.title, it.article.text or "")

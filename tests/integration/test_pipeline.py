@@ -305,6 +305,19 @@ def test_a_page_sent_again_and_its_feed_headline_then_edited_stay_one_article_an
     assert [(e["canonical"], e["count"]) for e in story.model_dump()["top_entities"]] == [("Ferry", 1)]
 
 
+def test_an_edit_after_a_resent_copy_of_a_dead_lettered_page_updates_the_copy(pipeline):
+    """The page failed (dead-lettered); its copy at the same URL was clustered as an article of its own: the
+    edit replaces that copy, not counted as a second article."""
+    x = article(1)
+    poison = {**x, "title": "POISON Town1 ferry timetable changes"}
+    resent = {**x, "id": "r1", "published_at": "2026-03-11T09:00:00Z"}
+    edited = {**x, "id": "e1", "text": x["text"] + " Update.", "published_at": "2026-03-11T10:00:00Z"}
+    dead, copy, update = [pipeline.process(incoming([doc]))[0] for doc in (poison, resent, edited)]
+    assert dead.dead_letter is not None and copy.decision.duplicate_kind == "exact_url"
+    assert update.decision.update_of == "r1" and update.decision.story_id == copy.decision.story_id
+    assert [(e.event, e.story.article_count) for e in update.events] == [("article_updated", 1)]
+
+
 def test_a_published_decision_keeps_no_events_and_a_redelivery_emits_none(pipeline):
     """The events repeat the decision's entities: kept after publishing, they doubled a record kept for days."""
     first = pipeline.process(incoming([article(1)]))

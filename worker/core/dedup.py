@@ -121,6 +121,8 @@ def decide(item: DedupInput, fp: Fingerprint, evidence: Evidence, now: float, wi
                 "by": "shingles", "containment": round(ov.containment, 4), "jaccard": round(ov.jaccard, 4),
                 "shared": ov.shared, "spread": ov.spread})
     matched = {"by": "canonical_url"} if update_of else {}
+    if update_of and update_of != evidence.same_url.article_id:   # named through the copy the URL holds last
+        matched["url_record"] = evidence.same_url.article_id
     return DedupOutcome(item.article_id, None, None, None, update_of, matched)
 
 
