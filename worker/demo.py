@@ -1,10 +1,12 @@
 """The demo: sample articles streamed through real worker processes, the resulting stories printed."""
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
 import click
+from kafka import KafkaConsumer, TopicPartition
 
 from .devstack import DevStack
 from .errors import InvalidMessage
@@ -34,10 +36,13 @@ def run_demo(input_path: Path | None, workers: int, settings: Settings) -> int:
         procs = [stack.start_worker() for _ in range(workers)]
         for proc in procs:
             stack.wait_logged(proc, "partitions_assigned")
-        stack.produce(lines + MALFORMED, keys=[a.url.encode() if a else None for a in articles]
-                      + [None] * len(MALFORMED))
+        click.echo("streaming the articles in order of publication, each once the one before is decided, as a "
+                   "live feed brings them; then the malformed messages")
+        _stream(stack, [(line, a) for line, a in zip(lines, articles) if a is not None])
+        stack.produce([line for line, a in zip(lines, articles) if a is None] + MALFORMED)
         events, letters = stack.wait_accounted(ids, dead=invalid)
         codes = [proc.terminate() for proc in procs]
+    letters = list({_source(d): d for d in letters}.values())  # a letter sent again (a retry) shown once
     _print_stories(events)
     _print_dead_letters(letters)
     seen = {e["article"]["id"] for e in events if e.get("article")}
@@ -47,6 +52,33 @@ def run_demo(input_path: Path | None, workers: int, settings: Settings) -> int:
     if missing:
         click.secho(f"missing decisions for: {sorted(missing)}", fg="red")
     return 0 if not missing and len(letters) == invalid and all(c == 0 for c in codes) else 1
+
+
+def _stream(stack: DevStack, articles: list[tuple[bytes, Article]], timeout: float = 60.0) -> None:
+    """Each article (keyed by URL, as `story-worker produce` keys them), by publication time, once the story
+    event of the one before is out: what is decided does not depend on which worker reads what first."""
+    def published(item: tuple[bytes, Article]) -> float:
+        return item[1].published_at.timestamp() if item[1].published_at else float("-inf")
+
+    reader = KafkaConsumer(**stack.settings.kafka_common(), enable_auto_commit=False)
+    try:
+        topic = stack.settings.output_topic
+        parts = [TopicPartition(topic, p) for p in sorted(reader.partitions_for_topic(topic) or ())]
+        reader.assign(parts)
+        reader.seek_to_beginning(*parts)   # not "latest", resolved at the first poll: an event may come before it
+        decided: set[str] = set()
+        for line, article in sorted(articles, key=published):
+            stack.produce([line], keys=[article.url.encode()])
+            deadline = time.monotonic() + timeout
+            while article_id(article) not in decided and time.monotonic() < deadline:
+                for records in reader.poll(timeout_ms=200).values():
+                    decided.update(a["id"] for a in (json.loads(r.value).get("article") for r in records) if a)
+    finally:
+        reader.close()
+
+
+def _source(letter: dict) -> tuple:
+    return letter["source"]["topic"], letter["source"]["partition"], letter["source"]["offset"]
 
 
 def _parsed(line: bytes, settings: Settings) -> Article | None:

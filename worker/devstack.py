@@ -6,6 +6,7 @@ namespace, so stacks never see each other's data, and removes what it created wh
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -13,6 +14,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterable
@@ -109,7 +111,8 @@ class DevStack:
             "SW_KAFKA_BOOTSTRAP_SERVERS": bootstrap, "REDIS_URL": redis_url,
             "SW_INPUT_TOPIC": f"articles.raw.{run}", "SW_OUTPUT_TOPIC": f"stories.{run}",
             "SW_DEAD_LETTER_TOPIC": f"articles.dlq.{run}", "SW_CONSUMER_GROUP": f"story-worker.{run}",
-            "SW_REDIS_NAMESPACE": f"sw-{run}", "SW_LOG_FORMAT": "json", "SW_STATS_INTERVAL_S": "5",
+            "SW_REDIS_NAMESPACE": f"sw-{run}", "SW_LOG_FORMAT": "json", "SW_LOG_LEVEL": "INFO",  # read back
+            "SW_STATS_INTERVAL_S": "5",
             **self.extra_env,
         }
         self.settings = Settings(**{k[3:].lower(): v for k, v in self.env.items() if k.startswith("SW_")},
@@ -223,16 +226,18 @@ class DevStack:
 
     def close(self) -> None:
         """Stop the workers, then remove this stack's Redis keys and topics, then stop what it started (that,
-        whatever failed before it)."""
-        try:
-            for worker in self.workers:
-                worker.terminate()
-            self._remove_data()
-        finally:
-            for service in reversed(self._services):
-                service.stop()
-            if not self.keep_files:
-                shutil.rmtree(self.workdir, ignore_errors=True)
+        whatever failed before it). A second Ctrl-C or SIGTERM meanwhile waits for the cleanup to end: cut
+        short, it would leave the stack's keys in a shared Redis for the story window."""
+        with _signals_deferred():
+            try:
+                for worker in self.workers:
+                    worker.terminate()
+                self._remove_data()
+            finally:
+                for service in reversed(self._services):
+                    service.stop()
+                if not self.keep_files:
+                    shutil.rmtree(self.workdir, ignore_errors=True)
 
     def _remove_data(self) -> None:
         if self.redis is not None:
@@ -260,9 +265,32 @@ class DevStack:
         self.close()
 
 
-def _broker_answers(bootstrap: str) -> bool:
-    host, _, port = bootstrap.split(",")[0].rpartition(":")
+@contextlib.contextmanager
+def _signals_deferred():
+    """SIGINT and SIGTERM held (in the main thread) until the block ends, then delivered as they came."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = {sig: signal.signal(sig, lambda number, _frame: caught.append(number))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return port_open(int(port), host or "127.0.0.1")
-    except ValueError:
-        return False
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for sig in caught[:1]:
+            signal.raise_signal(sig)
+
+
+def _broker_answers(bootstrap: str) -> bool:
+    """Whether any of the bootstrap servers accepts a connection (a name that does not resolve here, such as
+    compose's `kafka:9092`, is one that does not answer)."""
+    for server in bootstrap.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            if port_open(int(port), host.strip("[]") or "127.0.0.1"):
+                return True
+        except (ValueError, OSError):
+            continue
+    return False

@@ -193,3 +193,43 @@ def test_spawn_puts_every_handler_back_and_leaves_no_child_to_no_one(monkeypatch
                 proc.wait()
         for sig, handler in saved.items():
             real_signal(sig, handler)
+
+
+def test_a_start_interrupted_while_waiting_for_the_service_stops_it_and_removes_its_files(tmp_path, monkeypatch):
+    """Ctrl-C while a service comes up: the caller never gets the service to stop it."""
+    workdir = tmp_path / "svc"
+    workdir.mkdir()
+    proc = subprocess.Popen(["sleep", "60"])
+    service = local_services.LocalService("sleeper", proc, local_services.free_port(), workdir / "log", workdir)
+
+    def interrupted(*_args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(local_services, "port_open", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        local_services._wait_ready(service, timeout=5)
+    assert proc.poll() is not None and not workdir.exists()
+
+
+def test_the_demo_s_broker_check_takes_any_listed_server_and_a_name_that_does_not_resolve_as_silent():
+    from worker.devstack import _broker_answers
+
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        port = listening.getsockname()[1]
+        assert _broker_answers(f"kafka.invalid:9092,127.0.0.1:{port}")
+        assert not _broker_answers("kafka.invalid:9092") and not _broker_answers(f"[::1]:{local_services.free_port()}")
+        assert not _broker_answers("no-port-here")
+
+
+def test_signals_during_the_stack_s_cleanup_are_delivered_after_it():
+    from worker.devstack import _signals_deferred
+
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with _signals_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.1)
+            done.append("cleanup")
+    assert done == ["cleanup"]

@@ -155,11 +155,20 @@ class ServiceExited(RuntimeError):
 
 
 def _wait_ready(service: LocalService, timeout: float) -> LocalService:
+    """The service once it listens; stopped (its files removed) if it does not, or if the wait is interrupted
+    (Ctrl-C at start: the caller never gets it to stop)."""
+    try:
+        return _until_listening(service, timeout)
+    except BaseException:
+        service.stop(timeout=2)
+        raise
+
+
+def _until_listening(service: LocalService, timeout: float) -> LocalService:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if service.process.poll() is not None:
             log = service.log_path.read_text(errors="replace")[-500:]
-            service.stop()
             raise ServiceExited(f"{service.name} exited with {service.process.returncode}: {log}")
         if port_open(service.port):
             # Still alive a moment later: the answer came from this process, not from one already on the port.
@@ -168,7 +177,6 @@ def _wait_ready(service: LocalService, timeout: float) -> LocalService:
                 return service
             continue
         time.sleep(0.1)
-    service.stop()
     raise RuntimeError(f"{service.name} did not listen on {service.port} within {timeout}s")
 
 
