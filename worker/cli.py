@@ -244,7 +244,7 @@ def demo(input_path: Path | None, workers: int) -> None:
 
 
 def _stop_on_sigterm() -> None:
-    """SIGTERM ends the command as Ctrl-C does, through its cleanup (Python's default would skip it).
+    """SIGTERM (and SIGHUP) end the command as Ctrl-C does, through its cleanup (Python's default would skip it).
 
     The handler raises SystemExit wherever the main thread is. Where an exception cannot propagate (a finalizer
     such as `Popen.__del__`), Python ignores it and the stop would be lost: such a stop is sent again a moment
@@ -252,6 +252,7 @@ def _stop_on_sigterm() -> None:
     exception ignored in the fork hooks would also leave the logging lock held.)"""
     code = 128 + signal.SIGTERM
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(code))
+    signal.signal(signal.SIGHUP, lambda *_: sys.exit(code))  # the terminal closed: the same cleanup
     ignore = sys.unraisablehook
 
     def again(unraisable) -> None:

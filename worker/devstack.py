@@ -6,7 +6,6 @@ namespace, so stacks never see each other's data, and removes what it created wh
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -14,7 +13,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Iterable
@@ -27,7 +25,8 @@ from kafka.admin import KafkaAdminClient
 from kafka.errors import KafkaError
 
 from .adapters.kafka_io import ensure_topics, wait_for_broker
-from .adapters.local_services import LocalService, port_open, redis_answers, spawn, start_redis, start_tansu
+from .adapters.local_services import (LocalService, port_open, redis_answers, spawn, start_redis, start_tansu,
+                                      stops_deferred)
 from .errors import DependencyUnavailable
 from .settings import Settings, redact_url
 
@@ -228,7 +227,7 @@ class DevStack:
         """Stop the workers, then remove this stack's Redis keys and topics, then stop what it started (that,
         whatever failed before it). A second Ctrl-C or SIGTERM meanwhile waits for the cleanup to end: cut
         short, it would leave the stack's keys in a shared Redis for the story window."""
-        with _signals_deferred():
+        with stops_deferred():
             try:
                 for worker in self.workers:
                     worker.terminate()
@@ -263,24 +262,6 @@ class DevStack:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-@contextlib.contextmanager
-def _signals_deferred():
-    """SIGINT and SIGTERM held (in the main thread) until the block ends, then delivered as they came."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught: list[int] = []
-    previous = {sig: signal.signal(sig, lambda number, _frame: caught.append(number))
-                for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        for sig in caught[:1]:
-            signal.raise_signal(sig)
 
 
 def _broker_answers(bootstrap: str) -> bool:

@@ -224,11 +224,10 @@ def test_the_demo_s_broker_check_takes_any_listed_server_and_a_name_that_does_no
 
 
 def test_signals_during_the_stack_s_cleanup_are_delivered_after_it():
-    from worker.devstack import _signals_deferred
 
     done = []
     with pytest.raises(KeyboardInterrupt):
-        with _signals_deferred():
+        with local_services.stops_deferred():
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(0.1)
             done.append("cleanup")

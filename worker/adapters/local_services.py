@@ -93,7 +93,7 @@ def spawn(args: list[str], death_signal: int = signal.SIGTERM, **popen) -> subpr
     parent died."""
     proc = None
     try:
-        with _stops_deferred():
+        with stops_deferred():
             proc = subprocess.Popen(args, start_new_session=True,
                                     preexec_fn=lambda: die_with_parent(death_signal), **popen)
     except BaseException:  # a stop on the way out: the child would be left to no one
@@ -105,14 +105,14 @@ def spawn(args: list[str], death_signal: int = signal.SIGTERM, **popen) -> subpr
 
 
 @contextlib.contextmanager
-def _stops_deferred():
-    """SIGTERM and SIGINT that come inside are recorded, then raised again to the handlers we had once all of
-    them are back. Each handler is put back whatever happens (setting a handler runs any signal pending, with
+def stops_deferred():
+    """SIGTERM, SIGINT and SIGHUP that come inside are recorded, then the first raised again to the handlers we
+    had once all of them are back. Each handler is put back whatever happens (setting a handler runs any signal pending, with
     the handlers of that moment); one installed from C, which Python cannot put back, is left alone."""
     came: list[int] = []
     with contextlib.ExitStack() as restore:
         if threading.current_thread() is threading.main_thread():  # where Python runs signal handlers
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 had = signal.getsignal(sig)
                 if had is not None:
                     restore.callback(signal.signal, sig, had)
