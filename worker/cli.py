@@ -252,7 +252,8 @@ def _stop_on_sigterm() -> None:
     exception ignored in the fork hooks would also leave the logging lock held.)"""
     code = 128 + signal.SIGTERM
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(code))
-    signal.signal(signal.SIGHUP, lambda *_: sys.exit(code))  # the terminal closed: the same cleanup
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:  # under nohup it stays ignored
+        signal.signal(signal.SIGHUP, lambda *_: sys.exit(code))  # the terminal closed: the same cleanup
     ignore = sys.unraisablehook
 
     def again(unraisable) -> None:

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 import click
-from kafka import KafkaConsumer, TopicPartition
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from .devstack import DevStack
 from .errors import InvalidMessage
@@ -36,8 +36,8 @@ def run_demo(input_path: Path | None, workers: int, settings: Settings) -> int:
         procs = [stack.start_worker() for _ in range(workers)]
         for proc in procs:
             stack.wait_logged(proc, "partitions_assigned")
-        click.echo("streaming the articles in order of publication, each once the one before is decided, as a "
-                   "live feed brings them; then the malformed messages")
+        click.echo("streaming the articles in order of publication, each once the one before is decided (as a "
+                   "live feed brings them), then the malformed messages")
         _stream(stack, [(line, a) for line, a in zip(lines, articles) if a is not None])
         stack.produce([line for line, a in zip(lines, articles) if a is None] + MALFORMED)
         events, letters = stack.wait_accounted(ids, dead=invalid)
@@ -55,25 +55,41 @@ def run_demo(input_path: Path | None, workers: int, settings: Settings) -> int:
 
 
 def _stream(stack: DevStack, articles: list[tuple[bytes, Article]], timeout: float = 60.0) -> None:
-    """Each article (keyed by URL, as `story-worker produce` keys them), by publication time, once the story
-    event of the one before is out: what is decided does not depend on which worker reads what first."""
+    """The articles (keyed by URL, as `story-worker produce` keys them) by publication time, each slice once the
+    story events of the slice before are out: one article at a time up to 100 (what is decided then does not
+    depend on which worker reads what first), at most 100 slices for a longer input."""
     def published(item: tuple[bytes, Article]) -> float:
         return item[1].published_at.timestamp() if item[1].published_at else float("-inf")
 
+    ordered = sorted(articles, key=published)
+    size = -(-len(ordered) // 100)
+    topic = stack.settings.output_topic
     reader = KafkaConsumer(**stack.settings.kafka_common(), enable_auto_commit=False)
+    producer = KafkaProducer(**stack.settings.kafka_common(), acks="all", linger_ms=0,
+                             max_request_size=8 * 1024 * 1024)
     try:
-        topic = stack.settings.output_topic
         parts = [TopicPartition(topic, p) for p in sorted(reader.partitions_for_topic(topic) or ())]
+        if not parts:
+            raise click.ClickException(f"the story topic {topic} has no partitions the broker reports")
         reader.assign(parts)
         reader.seek_to_beginning(*parts)   # not "latest", resolved at the first poll: an event may come before it
         decided: set[str] = set()
-        for line, article in sorted(articles, key=published):
-            stack.produce([line], keys=[article.url.encode()])
+        for start in range(0, len(ordered), size):
+            chunk = ordered[start:start + size]
+            sent = [producer.send(stack.settings.input_topic, key=article.url.encode(), value=line)
+                    for line, article in chunk]
+            for future in sent:
+                future.get(timeout=30)   # a record the broker refused fails here, not as an article "missing"
+            wanted = {article_id(article) for _, article in chunk}
             deadline = time.monotonic() + timeout
-            while article_id(article) not in decided and time.monotonic() < deadline:
+            while not wanted <= decided and time.monotonic() < deadline:
                 for records in reader.poll(timeout_ms=200).values():
                     decided.update(a["id"] for a in (json.loads(r.value).get("article") for r in records) if a)
+            if not wanted <= decided:
+                click.secho(f"no story event within {timeout:.0f}s for {sorted(wanted - decided)}; going on",
+                            fg="yellow")
     finally:
+        producer.close(5)
         reader.close()
 
 

@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -25,7 +26,7 @@ from kafka.admin import KafkaAdminClient
 from kafka.errors import KafkaError
 
 from .adapters.kafka_io import ensure_topics, wait_for_broker
-from .adapters.local_services import (LocalService, port_open, redis_answers, spawn, start_redis, start_tansu,
+from .adapters.local_services import (LocalService, redis_answers, spawn, start_redis, start_tansu,
                                       stops_deferred)
 from .errors import DependencyUnavailable
 from .settings import Settings, redact_url
@@ -229,6 +230,9 @@ class DevStack:
         short, it would leave the stack's keys in a shared Redis for the story window."""
         with stops_deferred():
             try:
+                for worker in self.workers:   # all asked at once: they stop side by side, not one after another
+                    if worker.process.poll() is None:
+                        worker.process.send_signal(signal.SIGTERM)
                 for worker in self.workers:
                     worker.terminate()
                 self._remove_data()
@@ -270,7 +274,7 @@ def _broker_answers(bootstrap: str) -> bool:
     for server in bootstrap.split(","):
         host, _, port = server.strip().rpartition(":")
         try:
-            if port_open(int(port), host.strip("[]") or "127.0.0.1"):
+            with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=0.5):
                 return True
         except (ValueError, OSError):
             continue

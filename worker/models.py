@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
+from worker.core.normalize import canonical_url
+
 ARTICLE_SCHEMA_VERSION = 1
 STORY_EVENT_SCHEMA_VERSION = 1
 DEAD_LETTER_SCHEMA_VERSION = 1
@@ -89,6 +91,10 @@ class Article(BaseModel):
             parts.port  # noqa: B018 - raises on a port that is not a number in range
         except ValueError:
             raise ValueError("the URL's port is not a number from 0 to 65535") from None
+        try:  # the canonical form is read again downstream (fingerprints): it must parse as a URL itself
+            canonical_url(canonical_url(value))
+        except ValueError:
+            raise ValueError("the URL's host is no host name once normalised (IDNA)") from None
         return value
 
     @field_validator("url", "source", "id", "language", mode="before")

@@ -87,6 +87,12 @@ class _Item:
         """The article this one is a copy or an update of (after dedup)."""
         return self.dedup.duplicate_of or self.dedup.update_of
 
+    @property
+    def needs(self) -> set[str]:
+        """Records it needs: its original's, and for an update named through a copy at its URL, that copy's
+        (the version the story holds when the one it copies was dead-lettered)."""
+        return {a for a in (self.original, self.dedup.matched.get("url_record")) if a}
+
 
 class OriginalPending(DependencyUnavailable):
     """A duplicate's or an update's original is being processed by another replica right now; retry shortly.
@@ -502,14 +508,14 @@ class Pipeline:
         another replica but not decided yet is waited for (OriginalPending, the batch retried): a copy needs its
         entities, an update its story (else it would be counted as a new article). After `SW_ORIGINAL_WAIT_S` its
         record counts as gone (expired, or Redis lost its data): the copy goes on without it."""
-        outside = {it.original for it in items if it.original} - {it.article_id for it in items}
+        outside = {a for it in items for a in it.needs} - {it.article_id for it in items}
         stored = self.decisions.load(sorted(outside))
         now = time.monotonic()
         pending = {a for a in outside - stored.keys()
                    if now - self._pending_since.setdefault(a, now) < self.settings.original_wait_s}
         if pending:
             waiting: set[str] = set()
-            while more := {it.article_id for it in items if it.original in pending | waiting} - waiting:
+            while more := {it.article_id for it in items if it.needs & (pending | waiting)} - waiting:
                 waiting |= more  # an article whose original (in the batch) waits, waits too
             others = any(it.article_id not in waiting for it in items)
             raise OriginalPending(f"original {min(pending)} of a duplicate or update is not decided yet", others)
@@ -522,9 +528,9 @@ class Pipeline:
         in_batch = {it.article_id for it in items}
         for it in items:
             self._pending_since.pop(it.article_id, None)
-            a = it.original
-            if a and self._pending_since.pop(a, None) is not None and a not in stored and a not in in_batch:
-                log.warning("original_missing", original=a, waited_s=self.settings.original_wait_s)
+            for a in it.needs:
+                if self._pending_since.pop(a, None) is not None and a not in stored and a not in in_batch:
+                    log.warning("original_missing", original=a, waited_s=self.settings.original_wait_s)
 
     def _originals(self, items: list[_Item], stored: dict[str, dict]
                    ) -> tuple[dict[str, list[Entity]], dict[str, str | None]]:

@@ -201,6 +201,10 @@ def test_words_keep_their_combining_marks_and_unspaced_scripts_are_read_a_charac
     ("Climate summit - Time to act", "https://time.com/12", 0),                       # a name, then more words
     ("Flint shooting suspect named - WNEM TV 5", "http://www.wnem.com/13", 3),        # a name, then "TV 5"
     ("Fire at the depot - Reuters", "https://news\uff3b1.example/14", 0),             # a host urlsplit rejects
+    ("Oil slides - Reuters UK", "https://uk.reuters.com/15", 2),                      # another label of the host
+    ("Stocks rally - Yahoo Finance", "https://finance.yahoo.com/16", 2),
+    ("Storm warning - WNEM TV5", "http://www.wnem.com/17", 2),
+    ("Border talks - Fox News Channel", "https://www.foxnews.com/18", 3),
 ])
 def test_an_outlet_s_name_after_a_headline_is_found_by_its_host(title, url, expected):
     assert site_name_words(title, url) == expected

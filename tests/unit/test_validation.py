@@ -28,6 +28,7 @@ def test_valid_article_with_bare_date_and_unknown_fields():
     (json.dumps({**GOOD, "url": "http://:80/x"}).encode(), "invalid"),
     (json.dumps({**GOOD, "url": "http://user@/y"}).encode(), "invalid"),
     (json.dumps({**GOOD, "url": "https://example.org:99999/a"}).encode(), "invalid"),
+    (json.dumps({**GOOD, "url": "https://news\uff3b1.example/a"}).encode(), "invalid"),  # "[" once normalised
     (b"x" * 10_001, "oversize"),
     (json.dumps({**GOOD, "text": "y" * 1_001}).encode(), "oversize"),
     (b"[" * 5000 + b"]" * 5000, "invalid"),

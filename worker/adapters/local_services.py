@@ -106,8 +106,8 @@ def spawn(args: list[str], death_signal: int = signal.SIGTERM, **popen) -> subpr
 
 @contextlib.contextmanager
 def stops_deferred():
-    """SIGTERM, SIGINT and SIGHUP that come inside are recorded, then the first raised again to the handlers we
-    had once all of them are back. Each handler is put back whatever happens (setting a handler runs any signal pending, with
+    """SIGTERM, SIGINT and SIGHUP that come inside are recorded, then raised again to the handlers we had once
+    all of them are back. Each handler is put back whatever happens (setting a handler runs any signal pending, with
     the handlers of that moment); one installed from C, which Python cannot put back, is left alone."""
     came: list[int] = []
     with contextlib.ExitStack() as restore:
@@ -118,8 +118,8 @@ def stops_deferred():
                     restore.callback(signal.signal, sig, had)
                     signal.signal(sig, lambda sig, _: came.append(sig))
         yield
-    if came:
-        signal.raise_signal(came[0])
+    for sig in dict.fromkeys(came):  # in order, each once: the first whose handler raises ends it
+        signal.raise_signal(sig)
 
 
 def free_port(low: int | None = None, high: int | None = None) -> int:

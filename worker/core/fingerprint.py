@@ -450,14 +450,14 @@ _GENERIC_HOST_LABELS = frozenset({"www", "news", "mobile", "online", "blog", "bl
                                   "wordpress", "blogspot", "info", "feeds"})
 
 
-_SITE_NAME_TAIL = frozenset({"tv", "news", "radio", "online", "com", "net", "org", "local", "live"})
+_SITE_NAME_TAIL = frozenset({"tv", "news", "radio", "online", "com", "net", "org", "local", "live", "channel"})
 
 
 def site_name_words(title: str | None, url: str) -> int:
     """How many words at the end of a headline name its outlet ("... - KCTV5", "... :: WRAL.com", "... | Daily
     Gazette", "... - WNEM TV 5"): the segment after the last separator, of at most three words, whose first words
     spell a name of the URL's host ("kctv5", "dailygazette"), or whose first word starts with one ("WRAL.com"),
-    followed by nothing but words like "TV", "News" or numbers. Two headlines of one outlet share it, which
+    followed by nothing but words like "TV", "News", numbers or other labels of the host ("Reuters UK"). Two headlines of one outlet share it, which
     would make any two of them look related."""
     parts = _TITLE_SEPARATOR.split(title or "")
     if len(parts) < 2:
@@ -467,13 +467,15 @@ def site_name_words(title: str | None, url: str) -> int:
         host = (urlsplit(url).hostname or "").lower() if url else ""
     except ValueError:  # a host urlsplit cannot read ("news[1.example"): no name to find
         return 0
-    names = {label for label in host.split(".") if len(label) >= 4 and label not in _GENERIC_HOST_LABELS}
+    labels = set(host.split("."))
+    names = {label for label in labels if len(label) >= 4 and label not in _GENERIC_HOST_LABELS}
     if not tokens or len(tokens) > 3 or not names:
         return 0
     spelled = next((n for n in range(1, len(tokens) + 1) if "".join(tokens[:n]) in names), 0)
     if not spelled and any(tokens[0].startswith(name) for name in names):
         spelled = 1
-    if not spelled or not all(t.isdigit() or t in _SITE_NAME_TAIL for t in tokens[spelled:]):
+    tail = tokens[spelled:]   # "TV 5", "TV5", "UK" of uk.reuters.com, "Finance" of finance.yahoo.com
+    if not spelled or not all(t.rstrip("0123456789") in _SITE_NAME_TAIL | labels | {""} for t in tail):
         return 0
     head = title[:len(title) - len(parts[-1])]
     kept = len(words(normalize_text(head)))
